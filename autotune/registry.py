@@ -1,0 +1,96 @@
+"""Kernel registry: each op declares its kernels, dtype variants and config space once.
+
+The verification checks (Ascend lowering, CUDA compile), the tuning CLI and
+the launchers all read this registry, so a new kernel is covered by every
+check as soon as its op module registers it.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from typing import Any, Callable
+
+from .targets import Target
+
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One compile-time specialisation of a kernel.
+
+    types: Triton type string ("*i8", "i32", "fp32", ...) for every
+        non-constexpr argument.
+    constexprs: values of the constexpr arguments that are not tuned
+        (dtype switches, modes).
+    """
+
+    label: str
+    types: dict
+    constexprs: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class KernelSpec:
+    """A @triton.jit kernel and everything needed to compile, check and tune it.
+
+    space(target, variant) -> list of configs (dicts of tuned constexprs, plus
+        optional num_warps / num_stages), already pruned by the target's limits.
+    default(target, variant) -> the derived default config for that target.
+    """
+
+    name: str
+    fn: Any
+    variants: list
+    space: Callable[[Target, Variant], list]
+    default: Callable[[Target, Variant], dict]
+    uses_dot: bool = False
+
+    def variant(self, label: str) -> Variant:
+        for v in self.variants:
+            if v.label == label:
+                return v
+        raise KeyError(f"{self.name}: no variant {label!r}")
+
+
+KERNELS: dict[str, KernelSpec] = {}
+
+
+def register_kernel(spec: KernelSpec) -> KernelSpec:
+    if spec.name in KERNELS and KERNELS[spec.name].fn is not spec.fn:
+        raise ValueError(f"kernel {spec.name!r} registered twice")
+    KERNELS[spec.name] = spec
+    return spec
+
+
+def split_config(config: dict) -> tuple[dict, dict]:
+    """(constexpr kwargs, launch options) of a config."""
+    meta = {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
+    opts = {k: v for k, v in config.items() if k in LAUNCH_OPTIONS}
+    return meta, opts
+
+
+_overrides: contextvars.ContextVar[dict] = contextvars.ContextVar("atlas_config_overrides", default={})
+
+
+@contextlib.contextmanager
+def override_config(kernel: str, config: dict):
+    """Force ``config`` for ``kernel`` inside the block (tests, tuning)."""
+    token = _overrides.set({**_overrides.get(), kernel: dict(config)})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()) -> dict:
+    """The config a launch of ``kernel`` uses on ``target``.
+
+    Order: an active override_config, then the derived default.
+    """
+    forced = _overrides.get().get(kernel)
+    if forced is not None:
+        return forced
+    spec = KERNELS[kernel]
+    return spec.default(target, spec.variant(variant))

@@ -1,0 +1,187 @@
+"""Benchmark harness: BenchCase (what each op contributes) and the runner behind bench/run.py.
+
+Each op adds bench/cases/<op>.py with ``cases() -> list[BenchCase]``. Per case the
+runner reports: correct vs the reference; on CPU (Triton interpreter) the
+bytes every tl.load/tl.store moved against the minimum and against the unfused
+torch reference; on a GPU or NPU the median time (triton.testing.do_bench),
+GB/s and % of the device's peak, and the time of the reference, of
+torch.compile(reference) and of any baselines the case names.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import math
+import pathlib
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+
+def _default_check(out, ref) -> bool:
+    outs, refs = (out, ref) if isinstance(out, (tuple, list)) else ((out,), (ref,))
+    for o, r in zip(outs, refs):
+        if not isinstance(o, torch.Tensor):
+            continue
+        if o.shape != r.shape or o.dtype != r.dtype:
+            return False
+        if o.is_floating_point():
+            from atlas_kernels.testing import TOLERANCES
+            rtol, atol = TOLERANCES[o.dtype]
+            if not torch.allclose(o.float(), r.float(), rtol=rtol, atol=atol):
+                return False
+        elif not torch.equal(o, r):
+            return False
+    return True
+
+
+@dataclasses.dataclass
+class BenchCase:
+    """One op on one shape.
+
+    setup(device) -> dict of inputs; run(inputs) -> our output; reference(inputs) -> the
+    pure-torch output; min_bytes(inputs, out) -> bytes if each input byte is read once and
+    each output byte written once. flops(inputs) gives TOPS/TFLOPS where it means something;
+    modelled(inputs, target) -> {label: seconds} for figures from a hardware model (always
+    reported as modelled); baselines: {label: fn(inputs)} timed on a device only.
+    """
+
+    op: str
+    shape: str
+    setup: Callable[[torch.device], dict]
+    run: Callable[[dict], Any]
+    reference: Callable[[dict], Any]
+    min_bytes: Callable[[dict, Any], int]
+    check: Callable[[Any, Any], bool] = _default_check
+    flops: Optional[Callable[[dict], float]] = None
+    modelled: Optional[Callable[[dict, Any], dict]] = None
+    baselines: dict = dataclasses.field(default_factory=dict)
+    quick: bool = False
+
+
+CASES_DIR = pathlib.Path(__file__).parent / "cases"
+
+
+def load_cases(ops: list | None = None, quick: bool = False) -> list:
+    cases = []
+    for path in sorted(CASES_DIR.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"bench_cases_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for case in module.cases():
+            if ops and case.op not in ops and path.stem not in ops:
+                continue
+            if quick and not case.quick:
+                continue
+            cases.append(case)
+    return cases
+
+
+def _time_ms(fn) -> float:
+    import triton.testing
+    return triton.testing.do_bench(fn, return_mode="median")
+
+
+def run_case(case: BenchCase, device: torch.device, target) -> dict:
+    from atlas_kernels.testing.meter import TrafficMeter, reference_bytes
+    row = {"op": case.op, "shape": case.shape}
+    inputs = case.setup(device)
+    start = time.time()
+    if device.type == "cpu":
+        with TrafficMeter() as meter:
+            out = case.run(inputs)
+    else:
+        out = case.run(inputs)
+    ref = case.reference(inputs)
+    row["correct"] = bool(case.check(out, ref))
+    floor = case.min_bytes(inputs, out)
+    row["min_MB"] = floor / 1e6
+    if device.type == "cpu":
+        row["moved_MB"] = meter.total / 1e6
+        row["moved/min"] = meter.total / floor if floor else math.nan
+        ref_b, ref_ops = reference_bytes(case.reference, inputs)
+        row["ref_MB"] = ref_b / 1e6
+        row["ref/ours"] = ref_b / meter.total if meter.total else math.nan
+        row["ref_aten_ops"] = ref_ops
+        row["interp_s"] = time.time() - start
+    else:
+        ms = _time_ms(lambda: case.run(inputs))
+        row["ms"] = ms
+        row["GB/s"] = floor / ms / 1e6
+        if target.mem_bandwidth:
+            row["%peak_bw"] = 100 * floor / (ms * 1e-3) / target.mem_bandwidth
+        if case.flops:
+            tops = case.flops(inputs) / (ms * 1e-3) / 1e12
+            row["TOPS"] = tops
+            if target.peak_int8_ops:
+                row["%peak_ops"] = 100 * tops * 1e12 / target.peak_int8_ops
+        row["ref_ms"] = _time_ms(lambda: case.reference(inputs))
+        try:
+            compiled = torch.compile(case.reference)
+            row["compiled_ref_ms"] = _time_ms(lambda: compiled(inputs))
+        except Exception as e:  # noqa: BLE001 - a reference that does not compile is reported, not fatal
+            row["compiled_ref_ms"] = f"failed: {type(e).__name__}"
+        for label, fn in case.baselines.items():
+            row[f"{label}_ms"] = _time_ms(lambda: fn(inputs))
+    if case.modelled:
+        from atlas_kernels.autotune import ASCEND_TARGETS, get_target
+        for tname in ASCEND_TARGETS:
+            for label, seconds in case.modelled(inputs, get_target(tname)).items():
+                row[f"modelled_{label}_us[{tname}]"] = seconds * 1e6
+    return row
+
+
+def format_table(rows: list) -> str:
+    if not rows:
+        return "(no cases)"
+    cols = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("modelled_")))
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list, path: pathlib.Path) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_plot(rows: list, path: pathlib.Path, device_type: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['op']}\n{r['shape']}" for r in rows]
+    if device_type == "cpu":
+        series = [("moved/min", "bytes moved / minimum (lower is better, 1.0 = ideal)"),
+                  ("ref/ours", "unfused reference bytes / ours (higher is better)")]
+    else:
+        series = [("%peak_bw", "% of peak memory bandwidth"), ("ms", "median time (ms)")]
+    fig, axes = plt.subplots(len(series), 1, figsize=(max(8, 0.6 * len(rows) + 3), 4 * len(series)), squeeze=False)
+    for ax, (key, title) in zip(axes[:, 0], series):
+        values = [r.get(key) if isinstance(r.get(key), (int, float)) else 0 for r in rows]
+        bars = ax.bar(range(len(rows)), values, color=["tab:green" if r.get("correct") else "tab:red" for r in rows])
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        if key == "moved/min":
+            ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(title)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    fig.suptitle(f"atlas-kernels benchmark ({device_type}; red bar = output differs from the reference)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

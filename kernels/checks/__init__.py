@@ -1,0 +1,80 @@
+"""Hardware-free verification of every registered kernel.
+
+- ``ascend``: lower TTIR -> Linalg with triton-ascend's adapter (no CANN needed),
+  for Atlas A2/A3 targets. Run it in the env that has triton-ascend.
+- ``cuda``: compile for sm_90 / sm_80 with upstream Triton (no GPU needed) and
+  read registers, spills and shared memory from the cubin.
+
+Both walk KERNELS (atlas_kernels.autotune.registry): every variant of every
+kernel, with the target's shipped (default) config and a sample of its
+config space (``--full``: the whole space).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from ..autotune import KERNELS, KernelSpec, Target, Variant, get_target, split_config
+
+
+@dataclasses.dataclass
+class Job:
+    spec: KernelSpec
+    variant: Variant
+    target: Target
+    config: dict
+    shipped: bool
+
+    @property
+    def label(self) -> str:
+        meta, opts = split_config(self.config)
+        cfg = ",".join(f"{k}={v}" for k, v in {**meta, **opts}.items())
+        return f"{self.spec.name}[{self.variant.label}] {self.target.name} {cfg}"
+
+
+@dataclasses.dataclass
+class Result:
+    job: Job
+    ok: bool
+    detail: str = ""
+    stats: dict = dataclasses.field(default_factory=dict)
+
+
+def signature(spec: KernelSpec, variant: Variant, config: dict) -> tuple[dict, dict]:
+    """(signature with every argument in order, constexpr values) for ASTSource."""
+    meta, _ = split_config(config)
+    constexprs = {**variant.constexprs, **meta}
+    sig = {}
+    for name in spec.fn.arg_names:
+        if name in variant.types:
+            sig[name] = variant.types[name]
+        elif name in constexprs:
+            sig[name] = "constexpr"
+        else:
+            raise KeyError(f"{spec.name}[{variant.label}]: no type or constexpr value for argument {name!r}")
+    return sig, {k: v for k, v in constexprs.items() if k in sig}
+
+
+def jobs(target_names, full: bool = False, prefix: str = "", sample: int = 2, extra_specs=()) -> list:
+    """Every (kernel, variant, target, config) to check: shipped configs plus a sample of each space."""
+    out = []
+    specs = [s for n, s in sorted(KERNELS.items()) if n.startswith(prefix)] + list(extra_specs)
+    for tname in target_names:
+        target = get_target(tname)
+        for spec in specs:
+            for variant in spec.variants:
+                shipped = spec.default(target, variant)
+                out.append(Job(spec, variant, target, shipped, True))
+                space = [c for c in spec.space(target, variant) if c != shipped]
+                if not full:
+                    rng = random.Random(f"{spec.name}/{variant.label}/{tname}")
+                    space = rng.sample(space, min(sample, len(space)))
+                out.extend(Job(spec, variant, target, c, False) for c in space)
+    return out
+
+
+def print_table(rows: list, columns: list) -> None:
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))

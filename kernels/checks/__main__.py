@@ -1,0 +1,105 @@
+"""python -m atlas_kernels.checks {ascend,cuda} [options]: verify every registered kernel without hardware.
+
+Exit status 0 when every job passed, 1 otherwise, 2 when the environment is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+
+def _reexec_without_interpreter() -> None:
+    # @triton.jit returns interpreter wrappers under TRITON_INTERPRET=1; compiling needs the real JITFunction.
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        os.execve(sys.executable, [sys.executable, "-m", "atlas_kernels.checks", *sys.argv[1:]], env)
+
+
+_TODO: list = []
+_RUN = None
+
+
+def _run_index(i: int) -> tuple:
+    # Jobs hold jit functions and lambdas, which do not pickle: forked workers take them by index.
+    r = _RUN(_TODO[i])
+    return r.ok, r.detail, r.stats
+
+
+def main(argv=None) -> int:
+    global _RUN
+    parser = argparse.ArgumentParser(prog="python -m atlas_kernels.checks", description=__doc__)
+    parser.add_argument("check", choices=["ascend", "cuda"])
+    parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
+    parser.add_argument("--kernels", default="", help="only kernels whose name starts with this")
+    parser.add_argument("--full", action="store_true", help="every config of every space, not a sample")
+    parser.add_argument("--sample", type=int, default=2, help="configs sampled per space besides the shipped one")
+    parser.add_argument("--include-negative-control", action="store_true",
+                        help="also check the CUDA-only negative control as an ordinary job (it must fail)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
+    parser.add_argument("--json", help="write every result to this file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
+    args = parser.parse_args(argv)
+    _reexec_without_interpreter()
+
+    import atlas_kernels  # noqa: F401  (registers every kernel)
+    from atlas_kernels import _backend
+    from . import jobs, print_table
+    from .negative_control import NEGATIVE_CONTROL
+
+    if args.check == "ascend":
+        if _backend.TRITON_FLAVOUR != "triton-ascend":
+            print("the ascend check needs triton-ascend (run it in the env that has it, e.g. .venv-ascend/bin/python)")
+            return 2
+        from .ascend import run
+        default_targets = "Ascend910B2,Ascend910_9391"
+    else:
+        if _backend.TRITON_FLAVOUR != "triton":
+            print("the cuda check needs upstream triton (not triton-ascend)")
+            return 2
+        from .cuda import run
+        default_targets = "sm_90,sm_80"
+    targets = (args.targets or default_targets).split(",")
+    extra = [NEGATIVE_CONTROL] if args.include_negative_control else []
+    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra)
+
+    if args.check == "ascend":  # the check must be able to fail: a CUDA-only kernel may not lower
+        control = jobs(targets[:1], prefix="\0", extra_specs=[NEGATIVE_CONTROL])[0]
+        if run(control).ok:
+            print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
+            return 1
+        print("self-test: the CUDA-only negative control fails to lower, as it must")
+
+    from . import Result
+    start = time.time()
+    _TODO[:] = todo
+    _RUN = run
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
+        results = [Result(job, *r) for job, r in zip(todo, pool.map(_run_index, range(len(todo)), chunksize=1))]
+    elapsed = time.time() - start
+
+    rows = []
+    for r in results:
+        if args.quiet and r.ok:
+            continue
+        stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
+        rows.append(["ok" if r.ok else "FAIL", "shipped" if r.job.shipped else "sampled", r.job.label, stats, r.detail])
+    print_table(rows, ["status", "config", "kernel[variant] target config", "stats", "detail"])
+    failed = [r for r in results if not r.ok]
+    print(f"\n{args.check} check: {len(results) - len(failed)} passed, {len(failed)} failed "
+          f"({len(todo)} jobs over {', '.join(targets)}, {elapsed:.1f}s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"kernel": r.job.spec.name, "variant": r.job.variant.label, "target": r.job.target.name,
+                        "config": r.job.config, "shipped": r.job.shipped, "ok": r.ok, "detail": r.detail,
+                        "stats": r.stats} for r in results], f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

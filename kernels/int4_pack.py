@@ -1,0 +1,454 @@
+"""int4 packing and FRACTAL_NZ relayout (torch_npu.npu_convert_weight_to_int4pack).
+
+Each op is one pass over memory: packing and the NZ relayout happen in the
+same kernel. Kernels are persistent: the grid is at most one program per core
+and every program loops over its tiles.
+
+Layouts (specs/ops.md §5): ND (..., M, N) -> NZ (..., N1, M1, 16, N0) with
+N0 = 32 bytes' worth of elements and zero padding.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _backend
+from ._validate import check_choice, check_tensor
+from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .reference import int4_pack as ref
+
+OP = "convert_weight_to_int4pack"
+M0 = ref.M0
+
+
+@triton.jit
+def _nz_offsets(rows, cols, M1, N0: tl.constexpr):
+    """Element offsets inside one (N1, M1, 16, N0) NZ matrix of ND element (rows, cols)."""
+    rows = rows.to(tl.int64)
+    cols = cols.to(tl.int64)
+    return (((cols // N0) * M1 + rows // 16) * 16 + rows % 16) * N0 + cols % N0
+
+
+@triton.jit
+def _pack_int4_kernel(w_ptr, out_ptr, bad_ptr, R, P, stride_wr, stride_wc, M1, N1,
+                      PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr,
+                      BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Pack int32 weight (R, P*PER) into P columns of PER nibbles (int32 or uint8 out).
+
+    NZ: write the packed matrix straight into (N1, M1, 16, N0) with zero padding.
+    bad_ptr[pid] gets the number of values outside [-8, 7] this program saw.
+    """
+    pid = tl.program_id(0)
+    r_ext = R
+    p_ext = P
+    if NZ:
+        r_ext = M1 * 16
+        p_ext = N1 * N0
+    tiles_p = tl.cdiv(p_ext, BLOCK_P)
+    n_tiles = tl.cdiv(r_ext, BLOCK_R) * tiles_p
+    n_bad = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
+    for tile in range(pid, n_tiles, tl.num_programs(0)):
+        rows = (tile // tiles_p) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (tile % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
+        valid = (rows < R)[:, None] & (cols < P)[None, :]
+        base = w_ptr + rows.to(tl.int64)[:, None] * stride_wr + (cols.to(tl.int64) * PER)[None, :] * stride_wc
+        packed = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
+        for j in tl.static_range(PER):
+            w = tl.load(base + j * stride_wc, mask=valid, other=0)
+            n_bad += ((w < -8) | (w > 7)).to(tl.int32)
+            packed = packed | ((w & 0xF) << (4 * j))
+        packed = packed.to(out_ptr.dtype.element_ty)
+        if NZ:
+            dst = _nz_offsets(rows[:, None], cols[None, :], M1, N0)
+            inside = (rows < r_ext)[:, None] & (cols < p_ext)[None, :]
+            tl.store(out_ptr + dst, tl.where(valid, packed, 0), mask=inside)
+        else:
+            dst = rows.to(tl.int64)[:, None] * P + cols[None, :]
+            tl.store(out_ptr + dst, packed, mask=valid)
+    tl.store(bad_ptr + pid, tl.sum(tl.sum(n_bad, axis=1), axis=0))
+
+
+@triton.jit
+def _unpack_int4_kernel(p_ptr, out_ptr, R, P, M1, PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Unpack (R, P) packed int32/uint8 (ND or NZ) into int32 (R, P*PER), sign-extended."""
+    pid = tl.program_id(0)
+    tiles_p = tl.cdiv(P, BLOCK_P)
+    n_tiles = tl.cdiv(R, BLOCK_R) * tiles_p
+    for tile in range(pid, n_tiles, tl.num_programs(0)):
+        rows = (tile // tiles_p) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = (tile % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
+        valid = (rows < R)[:, None] & (cols < P)[None, :]
+        if NZ:
+            src = _nz_offsets(rows[:, None], cols[None, :], M1, N0)
+        else:
+            src = rows.to(tl.int64)[:, None] * P + cols[None, :]
+        packed = tl.load(p_ptr + src, mask=valid, other=0).to(tl.int32)
+        out = out_ptr + rows.to(tl.int64)[:, None] * (P * PER) + (cols.to(tl.int64) * PER)[None, :]
+        for j in tl.static_range(PER):
+            tl.store(out + j, (packed << (28 - 4 * j)) >> 28, mask=valid)
+
+
+@triton.jit
+def _nd_to_nz_kernel(x_ptr, out_ptr, M, N, stride_b, stride_m, stride_n, M1, N1, n_batch,
+                     N0: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(B, M, N) strided -> (B, N1, M1, 16, N0) contiguous, zero padded."""
+    pid = tl.program_id(0)
+    tiles_n = tl.cdiv(N1 * N0, BLOCK_N)
+    tiles_per_batch = tl.cdiv(M1 * 16, BLOCK_M) * tiles_n
+    for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
+        b = tile // tiles_per_batch
+        t = tile % tiles_per_batch
+        rows = (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        valid = (rows < M)[:, None] & (cols < N)[None, :]
+        src = b.to(tl.int64) * stride_b + rows.to(tl.int64)[:, None] * stride_m + cols.to(tl.int64)[None, :] * stride_n
+        x = tl.load(x_ptr + src, mask=valid, other=0)
+        dst = b.to(tl.int64) * (N1 * M1 * 16 * N0) + _nz_offsets(rows[:, None], cols[None, :], M1, N0)
+        inside = (rows < M1 * 16)[:, None] & (cols < N1 * N0)[None, :]
+        tl.store(out_ptr + dst, x, mask=inside)
+
+
+@triton.jit
+def _nz_to_nd_kernel(x_ptr, out_ptr, M, N, M1, N1, n_batch,
+                     N0: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(B, N1, M1, 16, N0) -> (B, M, N) contiguous, dropping the padding."""
+    pid = tl.program_id(0)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    tiles_per_batch = tl.cdiv(M, BLOCK_M) * tiles_n
+    for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
+        b = tile // tiles_per_batch
+        t = tile % tiles_per_batch
+        rows = (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        valid = (rows < M)[:, None] & (cols < N)[None, :]
+        src = b.to(tl.int64) * (N1 * M1 * 16 * N0) + _nz_offsets(rows[:, None], cols[None, :], M1, N0)
+        x = tl.load(x_ptr + src, mask=valid, other=0)
+        dst = b.to(tl.int64) * M * N + rows.to(tl.int64)[:, None] * N + cols[None, :]
+        tl.store(out_ptr + dst, x, mask=valid)
+
+
+# ---------------------------------------------------------------- config spaces
+# A tile is BLOCK_R x BLOCK_P output elements. Bytes of on-chip data per tile
+# (inputs, output, int32/int64 offsets) are estimated per element below.
+
+_TILE_BYTES_PER_ELEM = {"pack": 4 * 8 + 4 + 16, "unpack": 4 + 4 * 8 + 16, "relayout": 4 + 16}
+
+
+def _space(kind: str):
+    def space(target: Target, variant: Variant) -> list:
+        per = variant.constexprs.get("PER", 1)
+        per_elem = _TILE_BYTES_PER_ELEM[kind]
+        configs = []
+        for br in (8, 16, 32, 64):
+            for bp in (8, 16, 32, 64, 128, 256):
+                elems = br * bp
+                if target.is_ascend:
+                    # double buffering: a tile must fit in half of the UB
+                    if elems * per_elem * 2 > target.ub_bytes:
+                        continue
+                    configs.append({"BLOCK_R": br, "BLOCK_P": bp})
+                else:
+                    for warps in (2, 4, 8):
+                        # at most 64 loaded values per thread keeps these copy kernels out of spills
+                        if elems * per // (32 * warps) > 64 or elems // (32 * warps) < 1:
+                            continue
+                        configs.append({"BLOCK_R": br, "BLOCK_P": bp, "num_warps": warps})
+        return configs
+    return space
+
+
+def _default(kind: str):
+    def default(target: Target, variant: Variant) -> dict:
+        if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
+            return {"BLOCK_R": 64, "BLOCK_P": 256}
+        space = _space(kind)(target, variant)
+        if target.is_ascend:
+            # the largest tile that fits, widest along the contiguous dim
+            return max(space, key=lambda c: (c["BLOCK_R"] * c["BLOCK_P"], c["BLOCK_P"]))
+        per = variant.constexprs.get("PER", 1)
+        bp = 64 if per > 1 else 128
+        return {"BLOCK_R": 16 if per > 1 else 32, "BLOCK_P": bp, "num_warps": 4}
+    return default
+
+
+def _rename(config: dict, names: tuple) -> dict:
+    """Relayout kernels call their tile BLOCK_M x BLOCK_N; configs are stored as BLOCK_R x BLOCK_P."""
+    meta, opts = split_config(config)
+    return {names[0]: meta["BLOCK_R"], names[1]: meta["BLOCK_P"], **opts}
+
+
+_PACK_VARIANTS = [
+    Variant(f"{out}-{layout}", {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
+                                "stride_wr": "i32", "stride_wc": "i32", "M1": "i32", "N1": "i32"},
+            {"PER": per, "NZ": nz, "N0": n0})
+    for out, ptr, per, n0 in (("int32", "*i32", 8, 8), ("uint8", "*u8", 2, 32))
+    for layout, nz in (("nd", False), ("nz", True))
+]
+_UNPACK_VARIANTS = [
+    Variant(v.label, {"p_ptr": v.types["out_ptr"], "out_ptr": "*i32", "R": "i32", "P": "i32", "M1": "i32"},
+            dict(v.constexprs)) for v in _PACK_VARIANTS
+]
+_RELAYOUT_VARIANTS = {
+    "nd_to_nz": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
+                                        "stride_b": "i32", "stride_m": "i32", "stride_n": "i32", "M1": "i32",
+                                        "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits})
+                 for bits in (8, 16, 32)],
+    "nz_to_nd": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
+                                        "M1": "i32", "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits})
+                 for bits in (8, 16, 32)],
+}
+
+
+def _relayout_spec(name, fn):
+    return KernelSpec(
+        name=f"int4_pack.{name}", fn=fn, variants=_RELAYOUT_VARIANTS[name],
+        space=lambda t, v: [_rename(c, ("BLOCK_M", "BLOCK_N")) for c in _space("relayout")(t, v)],
+        default=lambda t, v: _rename(_default("relayout")(t, v), ("BLOCK_M", "BLOCK_N")))
+
+
+PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"), _default("pack")))
+UNPACK = register_kernel(KernelSpec("int4_pack.unpack", _unpack_int4_kernel, _UNPACK_VARIANTS, _space("unpack"),
+                                    _default("unpack")))
+ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel))
+NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel))
+
+
+# ---------------------------------------------------------------- launchers
+_PACKED_DTYPES = {torch.int32: 8, torch.uint8: 2}
+_BITVIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32}
+
+
+def _config(spec: KernelSpec, target: Target, variant: str) -> tuple:
+    return split_config(pick_config(spec.name, target, variant))
+
+
+def _first_bad(weight: torch.Tensor) -> str:
+    bad = ((weight < -8) | (weight > 7)).nonzero()[0].tolist()
+    return f"weight[{', '.join(map(str, bad))}] = {int(weight[tuple(bad)])}"
+
+
+def _pack_shape(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> tuple:
+    """Validate convert_weight_to_int4pack's arguments; return (per, packed cols, n0, m1, n1, out shape)."""
+    check_tensor(OP, "weight", weight, dtypes=(torch.int32,), ndim=2)
+    if out_dtype not in _PACKED_DTYPES:
+        raise TypeError(f"{OP}: out_dtype must be torch.int32 or torch.uint8, got {out_dtype}")
+    check_choice(OP, "layout", layout, ("nd", "nz"))
+    per = _PACKED_DTYPES[out_dtype]
+    rows, cols = weight.shape
+    if cols % per:
+        raise ValueError(f"{OP}: the last dim of weight must be a multiple of {per} for {out_dtype} output, "
+                         f"got shape {tuple(weight.shape)}")
+    p = cols // per
+    n0 = ref.FRACTAL_BYTES // torch.empty((), dtype=out_dtype).element_size()
+    m1, n1 = math.ceil(rows / M0), math.ceil(p / n0)
+    return per, p, n0, m1, n1, ((n1, m1, M0, n0) if layout == "nz" else (rows, p))
+
+
+@torch.library.custom_op("atlas::convert_weight_to_int4pack", mutates_args=())
+def _pack_op(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> torch.Tensor:
+    per, p, n0, m1, n1, shape = _pack_shape(weight, out_dtype, layout)
+    device = _backend.device_of(OP, weight=weight)
+    if not _backend.use_kernel(OP, device):
+        if bool(((weight < -8) | (weight > 7)).any()):
+            raise ValueError(f"{OP}: weight values must be in [-8, 7]; {_first_bad(weight)}")
+        return ref.convert_weight_to_int4pack(weight, out_dtype, layout)
+    rows = weight.shape[0]
+    nz = layout == "nz"
+    out = torch.empty(shape, dtype=out_dtype, device=device)
+    target = _backend.target_for(device)
+    meta, opts = _config(PACK, target, f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}")
+    r_ext, p_ext = (m1 * M0, n1 * n0) if nz else (rows, p)
+    grid = _backend.persistent_grid(triton.cdiv(r_ext, meta["BLOCK_R"]) * triton.cdiv(p_ext, meta["BLOCK_P"]), target)
+    bad = torch.zeros(grid[0], dtype=torch.int32, device=device)
+    if out.numel():
+        _backend.launch(PACK.name, _pack_int4_kernel, grid, weight, out, bad, rows, p, weight.stride(0),
+                        weight.stride(1), m1, n1, PER=per, NZ=nz, N0=n0, **meta, **opts)
+    if bool(bad.any()):  # one host sync: packing is a load-time op
+        raise ValueError(f"{OP}: weight values must be in [-8, 7]; {_first_bad(weight)}")
+    return out
+
+
+@_pack_op.register_fake
+def _(weight, out_dtype, layout):
+    return weight.new_empty(_pack_shape(weight, out_dtype, layout)[-1], dtype=out_dtype)
+
+
+def convert_weight_to_int4pack(weight: torch.Tensor, *, out_dtype: torch.dtype = torch.int32,
+                               layout: str = "nd") -> torch.Tensor:
+    """Pack int4 values held in int32 into int32 (8 per word) or uint8 (2 per byte).
+
+    weight: int32 (R, C), values in [-8, 7]; any strides (a transposed view is
+        packed along its own last dim, read in place).
+    out_dtype: torch.int32 -> (R, C/8), C % 8 == 0; torch.uint8 -> (R, C/2), C % 2 == 0.
+        Element 0 sits in the low nibble; negative values keep their two's
+        complement nibble (-1 -> 0xF).
+    layout: "nd", or "nz" -> FRACTAL_NZ (ceil(P/N0), ceil(R/16), 16, N0) of the
+        packed matrix (P packed columns, N0 = 8 for int32, 32 for uint8), zero padded.
+    Values outside [-8, 7] raise ValueError (the kernel counts them; one host sync).
+    """
+    return torch.ops.atlas.convert_weight_to_int4pack(weight, out_dtype, layout)
+
+
+def _unpack_shape(packed: torch.Tensor, layout: str, shape) -> tuple:
+    """Validate unpack_int4's arguments; return (per, n0, m1, rows, packed cols)."""
+    op = "unpack_int4"
+    check_tensor(op, "packed", packed, dtypes=tuple(_PACKED_DTYPES))
+    check_choice(op, "layout", layout, ("nd", "nz"))
+    per = _PACKED_DTYPES[packed.dtype]
+    n0 = ref.FRACTAL_BYTES // packed.element_size()
+    if layout == "nd":
+        check_tensor(op, "packed", packed, ndim=2)
+        (rows, p), m1 = packed.shape, 0
+    else:
+        check_tensor(op, "packed", packed, ndim=4)
+        n1, m1, m0, n0_given = packed.shape
+        if (m0, n0_given) != (M0, n0):
+            raise ValueError(f"{op}: an NZ {packed.dtype} tensor must have shape (N1, M1, {M0}, {n0}), "
+                             f"got {tuple(packed.shape)}")
+        rows, p = m1 * M0, n1 * n0
+    if shape is not None:
+        r, c = shape
+        fits = c % per == 0 and 0 <= r <= rows and 0 <= c // per <= p
+        if not fits or (layout == "nd" and (r, c // per) != (rows, p)):
+            raise ValueError(f"{op}: shape {tuple(shape)} does not fit packed of shape {tuple(packed.shape)} "
+                             f"({layout}, {per} values per element)")
+        rows, p = r, c // per
+    return per, n0, m1, rows, p
+
+
+@torch.library.custom_op("atlas::unpack_int4", mutates_args=())
+def _unpack_op(packed: torch.Tensor, layout: str, shape: Optional[list[int]]) -> torch.Tensor:
+    per, n0, m1, rows, p = _unpack_shape(packed, layout, shape)
+    device = _backend.device_of("unpack_int4", packed=packed)
+    if not _backend.use_kernel("unpack_int4", device):
+        return ref.unpack_int4(packed if layout == "nd" else ref.nz_to_nd(packed, rows, p))
+    packed = packed.contiguous()
+    out = torch.empty((rows, p * per), dtype=torch.int32, device=device)
+    target = _backend.target_for(device)
+    meta, opts = _config(UNPACK, target, f"{'int32' if packed.dtype == torch.int32 else 'uint8'}-{layout}")
+    n_tiles = triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(p, meta["BLOCK_P"])
+    if out.numel():
+        _backend.launch(UNPACK.name, _unpack_int4_kernel, _backend.persistent_grid(n_tiles, target), packed, out,
+                        rows, p, m1, PER=per, NZ=layout == "nz", N0=n0, **meta, **opts)
+    return out
+
+
+@_unpack_op.register_fake
+def _(packed, layout, shape):
+    per, _, _, rows, p = _unpack_shape(packed, layout, shape)
+    return packed.new_empty((rows, p * per), dtype=torch.int32)
+
+
+def unpack_int4(packed: torch.Tensor, *, layout: str = "nd", shape: Optional[tuple] = None) -> torch.Tensor:
+    """Inverse of convert_weight_to_int4pack: int32 (R, C) with values in [-8, 7].
+
+    packed: int32 (8 values per word) or uint8 (2 per byte); ND (R, P) or NZ (N1, M1, 16, N0).
+    shape: (R, C) of the original weight; for "nz" it drops the padding
+        (default: the padded extent). For "nd" it must match if given.
+    """
+    return torch.ops.atlas.unpack_int4(packed, layout, None if shape is None else list(shape))
+
+
+def _bitview(x: torch.Tensor) -> torch.Tensor:
+    """The same bytes as a signed integer tensor: the relayout kernels only move bits."""
+    return x.view(_BITVIEW[x.element_size()])
+
+
+_RELAYOUT_DTYPES = (torch.int8, torch.uint8, torch.float16, torch.bfloat16, torch.int32)
+
+
+def _nd_to_nz_shape(x: torch.Tensor) -> tuple:
+    check_tensor("nd_to_nz", "x", x, dtypes=_RELAYOUT_DTYPES, ndim=(2, 8))
+    *batch, m, n = x.shape
+    n0 = ref.nz_n0(x.dtype)
+    return (*batch, math.ceil(n / n0), math.ceil(m / M0), M0, n0)
+
+
+@torch.library.custom_op("atlas::nd_to_nz", mutates_args=())
+def _nd_to_nz_op(x: torch.Tensor) -> torch.Tensor:
+    shape = _nd_to_nz_shape(x)
+    device = _backend.device_of("nd_to_nz", x=x)
+    if not _backend.use_kernel("nd_to_nz", device):
+        return ref.nd_to_nz(x)
+    *_, m, n = x.shape
+    *_, n1, m1, _, n0 = shape
+    x3 = x.reshape(-1, m, n)  # a view unless the batch dims cannot be merged
+    out = torch.empty(shape, dtype=x.dtype, device=device)
+    target = _backend.target_for(device)
+    meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit")
+    n_tiles = x3.shape[0] * triton.cdiv(m1 * M0, meta["BLOCK_M"]) * triton.cdiv(n1 * n0, meta["BLOCK_N"])
+    if out.numel():
+        _backend.launch(ND_TO_NZ.name, _nd_to_nz_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x3),
+                        _bitview(out), m, n, x3.stride(0), x3.stride(1), x3.stride(2), m1, n1, x3.shape[0],
+                        N0=n0, **meta, **opts)
+    return out
+
+
+@_nd_to_nz_op.register_fake
+def _(x):
+    return x.new_empty(_nd_to_nz_shape(x))
+
+
+def nd_to_nz(x: torch.Tensor) -> torch.Tensor:
+    """FRACTAL_NZ relayout: (..., M, N) -> (..., ceil(N/N0), ceil(M/16), 16, N0), zero padded.
+
+    x: int8, uint8, fp16, bf16 or int32 (packed int4), any strides on the last two dims.
+    N0 is 32 bytes' worth of elements: int8/uint8 32, fp16/bf16 16, int32 8.
+    """
+    return torch.ops.atlas.nd_to_nz(x)
+
+
+def _nz_to_nd_shape(x: torch.Tensor, shape) -> tuple:
+    op = "nz_to_nd"
+    check_tensor(op, "x", x, dtypes=_RELAYOUT_DTYPES, ndim=(4, 10))
+    *batch, n1, m1, m0, n0 = x.shape
+    if (m0, n0) != (M0, ref.nz_n0(x.dtype)):
+        raise ValueError(f"{op}: x must end in ({M0}, {ref.nz_n0(x.dtype)}) for {x.dtype}, got {tuple(x.shape)}")
+    m, n = shape if shape is not None else (m1 * M0, n1 * n0)
+    if not (0 <= m <= m1 * M0 and 0 <= n <= n1 * n0):
+        raise ValueError(f"{op}: shape {tuple(shape)} does not fit x of shape {tuple(x.shape)} "
+                         f"(at most ({m1 * M0}, {n1 * n0}))")
+    return (*batch, m, n)
+
+
+@torch.library.custom_op("atlas::nz_to_nd", mutates_args=())
+def _nz_to_nd_op(x: torch.Tensor, shape: Optional[list[int]]) -> torch.Tensor:
+    out_shape = _nz_to_nd_shape(x, shape)
+    *batch, m, n = out_shape
+    device = _backend.device_of("nz_to_nd", x=x)
+    if not _backend.use_kernel("nz_to_nd", device):
+        return ref.nz_to_nd(x, m, n)
+    *_, n1, m1, _, n0 = x.shape
+    x = x.contiguous()
+    n_batch = math.prod(batch)
+    out = torch.empty(out_shape, dtype=x.dtype, device=device)
+    target = _backend.target_for(device)
+    meta, opts = _config(NZ_TO_ND, target, f"{x.element_size() * 8}bit")
+    n_tiles = n_batch * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
+    if out.numel():
+        _backend.launch(NZ_TO_ND.name, _nz_to_nd_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x),
+                        _bitview(out), m, n, m1, n1, n_batch, N0=n0, **meta, **opts)
+    return out
+
+
+@_nz_to_nd_op.register_fake
+def _(x, shape):
+    return x.new_empty(_nz_to_nd_shape(x, shape))
+
+
+def nz_to_nd(x: torch.Tensor, shape: Optional[tuple] = None) -> torch.Tensor:
+    """Inverse of nd_to_nz: (..., N1, M1, 16, N0) -> (..., M, N).
+
+    shape: (M, N) of the original last two dims (default: the padded extent).
+    """
+    return torch.ops.atlas.nz_to_nd(x, None if shape is None else list(shape))
+
+
+def npu_convert_weight_to_int4pack(weight: torch.Tensor, inner_k_tiles: int = 0) -> torch.Tensor:
+    """torch_npu spelling: int32 (R, C) -> int32 (R, C/8), ND. inner_k_tiles is accepted and ignored, as in torch_npu."""
+    return convert_weight_to_int4pack(weight)

@@ -1,0 +1,1 @@
+"""Pure-torch references, one module per op: written for clarity, not speed."""
