@@ -175,7 +175,7 @@ def write_plot(rows: list, path: pathlib.Path, device_type: str) -> None:
     for ax, (key, title) in zip(axes[:, 0], series):
         values = [r.get(key) if isinstance(r.get(key), (int, float)) else 0 for r in rows]
         bars = ax.bar(range(len(rows)), values, color=["tab:green" if r.get("correct") else "tab:red" for r in rows])
-        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
         if key == "moved/min":
             ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(title)
