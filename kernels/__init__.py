@@ -11,3 +11,8 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
            "npu_convert_weight_to_int4pack"]
+from .compress_matmul import (CompressedWeight, compress_weight, decompress_weight, matmul_compress_dequant,
+                              npu_matmul_compress_dequant, prepare_compressed_weight, pseudo_sparsify)
+
+__all__ += ["matmul_compress_dequant", "npu_matmul_compress_dequant", "compress_weight", "decompress_weight",
+            "prepare_compressed_weight", "CompressedWeight", "pseudo_sparsify"]
