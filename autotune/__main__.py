@@ -52,7 +52,7 @@ def _other_python(check: str) -> tuple:
     """(interpreter, how it was found) for the env of the other Triton flavour, or (None, why not)."""
     env_var, venv = ("ATLAS_ASCEND_PYTHON", ".venv-ascend") if check == "ascend" else ("ATLAS_TRITON_PYTHON", ".venv")
     if os.environ.get(env_var):
-        return os.environ[env_var], f"${env_var}"
+        return os.environ[env_var], f"{os.environ[env_var]} (${env_var})"
     import atlas_kernels
     roots = [pathlib.Path.cwd(), pathlib.Path(atlas_kernels.__file__).resolve().parents[1]]
     for root in roots:
@@ -78,7 +78,7 @@ def _delegate(check: str, targets: list, args) -> tuple:
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
         if proc.returncode not in (0, 1) or not os.path.exists(out):
             tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
-            return [], f"{found} exited with status {proc.returncode}: {tail}"
+            return [], f"{found} exited with status {proc.returncode}" + (f": {tail}" if tail else "")
         with open(out) as f:
             return json.load(f), None
 
