@@ -133,6 +133,10 @@ def dry_run(args) -> int:
         print(f"FAIL {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}{tag}: {r['detail']}")
     if len(failed) > 20:
         print(f"... and {len(failed) - 20} more failures (--json FILE lists all)")
+    from .tune import RETRY_NOTE
+    for r in rows:
+        if r["ok"] and r["detail"].startswith(RETRY_NOTE):
+            print(f"RETRIED {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}: {r['detail']}")
     print()
     for name in targets:
         mine_rows = [r for r in rows if r["target"] == name]
@@ -140,8 +144,10 @@ def dry_run(args) -> int:
             print(f"{name}: SKIPPED ({checks[name]} check): {skipped[name]}")
             continue
         n_ok = sum(r["ok"] for r in mine_rows)
+        retried = sum(r["ok"] and r["detail"].startswith(RETRY_NOTE) for r in mine_rows)
         check = "Ascend lowering" if checks[name] == "ascend" else "CUDA compile"
-        print(f"{name} ({check}): {len(mine_rows)} configs, {n_ok} passed, {len(mine_rows) - n_ok} failed")
+        print(f"{name} ({check}): {len(mine_rows)} configs, {n_ok} passed"
+              + (f" ({retried} on a retry)" if retried else "") + f", {len(mine_rows) - n_ok} failed")
     print(f"({elapsed:.1f}s)")
     if skipped:
         return 2
@@ -362,11 +368,12 @@ def main(argv=None) -> int:
         if rc is not None:
             return rc
     import atlas_kernels  # noqa: F401  (registers every kernel)
+    from .targets import UnsupportedTargetError
     try:
         if args.command == "tune":
             return dry_run(args) if args.dry_run else measure_cli(args)
         return show(args) if args.command == "show" else diff(args)
-    except ValueError as e:
+    except (ValueError, UnsupportedTargetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

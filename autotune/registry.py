@@ -124,5 +124,7 @@ def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()
     forced = _overrides.get().get(kernel)
     if forced is not None:
         return forced
-    from . import store
     return dict(store.resolve(kernel, target, variant, tuple(shape_key)).config)
+
+
+from . import store  # noqa: E402  (store reads KERNELS, defined above)

@@ -52,7 +52,7 @@ from .targets import Target
 SCHEMA = 1
 SHIPPED_DIR = pathlib.Path(__file__).parent / "configs"
 ENV_DIR = "ATLAS_KERNELS_CONFIG_DIR"
-RECHECK_S = 1.0  # how often a plain call re-stats the store files
+RECHECK_S = 1.0  # how often a plain call re-stats the store files and re-reads the store directories
 
 
 class StoreWarning(UserWarning):
@@ -243,8 +243,9 @@ class Choice:
 
 
 _files: dict = {}      # path -> (stat signature, {key: Entry})
-_resolved: dict = {}   # (kernel, target, variant, shape_key, dirs) -> Choice
+_resolved: dict = {}   # (kernel, target name, variant, shape_key) -> (target, Choice)
 _last_check = [0.0]
+_last_where = [None]
 
 
 def invalidate() -> None:
@@ -261,12 +262,19 @@ def _signature(path: pathlib.Path):
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _where() -> tuple:
+    return (os.environ.get(ENV_DIR), os.environ.get("XDG_CACHE_HOME"), SHIPPED_DIR)
+
+
 def _recheck() -> None:
+    """At most every RECHECK_S: drop the caches if a store file or the store directories changed."""
     now = time.monotonic()
     if now - _last_check[0] < RECHECK_S:
         return
     _last_check[0] = now
-    if any(_signature(p) != sig for p, (sig, _) in list(_files.items())):
+    where = _where()
+    if where != _last_where[0] or any(_signature(p) != sig for p, (sig, _) in list(_files.items())):
+        _last_where[0] = where
         invalidate()
 
 
@@ -297,15 +305,14 @@ def lookup_dirs() -> tuple:
 def resolve(kernel: str, target: Target, variant: str, shape_key: tuple = ()) -> Choice:
     """The config for one launch and its origin; cached (stores re-stat'ed at most every RECHECK_S)."""
     _recheck()
-    dirs = lookup_dirs()
-    memo = (kernel, target, variant, shape_key, dirs)
-    choice = _resolved.get(memo)
-    if choice is not None:
-        return choice
+    memo = (kernel, target.name, variant, shape_key)
+    hit = _resolved.get(memo)
+    if hit is not None and hit[0] is target:
+        return hit[1]
     spec = KERNELS[kernel]
     var = spec.variant(variant)
     choice = None
-    for source, directory in dirs:
+    for source, directory in lookup_dirs():
         path = store_file(directory, target.name)
         entries = load(path, target.name)
         for key in ((kernel, variant, shape_key), (kernel, variant, ())):
@@ -317,7 +324,7 @@ def resolve(kernel: str, target: Target, variant: str, shape_key: tuple = ()) ->
             break
     if choice is None:
         choice = Choice(dict(spec.default(target, var)), "derived")
-    _resolved[memo] = choice
+    _resolved[memo] = (target, choice)
     return choice
 
 

@@ -151,8 +151,16 @@ def _run_index(i: int) -> tuple:
     return r.ok, r.detail, r.stats
 
 
+RETRY_NOTE = "passed on retry; first attempt: "
+
+
 def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None) -> list:
-    """[(ok, detail, stats)] per job: the ascend lowering or the CUDA compile check, in forked workers."""
+    """[(ok, detail, stats)] per job: the ascend lowering or the CUDA compile check, in forked workers.
+
+    A failed job runs once more: triton-ascend's adapter occasionally crashes on a
+    config that lowers fine when run again. A job that passes on the retry is ok
+    with RETRY_NOTE and the first failure in its detail.
+    """
     global _RUN
     if check == "ascend":
         from ..checks.ascend import run
@@ -167,6 +175,10 @@ def run_checks(jobs: list, check: str, workers: int, progress: Progress | None =
             results.append(r)
             if progress:
                 progress.step(note=job.spec.name)
+        failed = [i for i, r in enumerate(results) if not r[0]]
+        for i, again in zip(failed, pool.map(_run_index, failed, chunksize=1)):
+            if again[0]:
+                results[i] = (True, RETRY_NOTE + results[i][1], again[2])
     _TODO.clear()
     return results
 
@@ -318,9 +330,10 @@ def warmup(op: str = "all", shapes=None, device=None, *, variants=None, tune: bo
     if tune and target.backend == "cpu":
         raise ValueError("warmup: tune=True needs a CUDA GPU or an Ascend NPU; timing in the CPU interpreter is "
                          "meaningless (tune=False just compiles)")
-    report = []
+    report, skipped = [], []
     for spec in select_kernels(op):
         if spec.tuning is None:
+            skipped.append(spec.name)
             continue
         for variant in spec.variants:
             if variants is not None and variant.label not in variants:
@@ -340,4 +353,8 @@ def warmup(op: str = "all", shapes=None, device=None, *, variants=None, tune: bo
                 report.append({"kernel": spec.name, "variant": variant.label, "shape": dict(shape),
                                "config": choice.config, "source": choice.source,
                                "seconds": time.perf_counter() - start})
+    if skipped:
+        import warnings
+        warnings.warn(f"warmup: {', '.join(skipped)} have no tuning harness (KernelSpec.tuning) and were not "
+                      f"warmed; run them once on real inputs instead", RuntimeWarning, stacklevel=2)
     return report
