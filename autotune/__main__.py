@@ -171,16 +171,24 @@ def _device(name: str | None):
     return torch.device("cpu")
 
 
+def timing_refusal(device) -> str | None:
+    """Why configs cannot be timed on ``device`` (None: they can)."""
+    if _interpreter_on() or device.type == "cpu":
+        why = "TRITON_INTERPRET=1 is set" if _interpreter_on() else "no CUDA GPU or Ascend NPU is available"
+        return (f"tune: refusing to time configs: {why}, and times in Triton's CPU interpreter say nothing about a "
+                f"GPU or NPU. Run on the device you tune for, or use --dry-run to compile/lower every config.")
+    return None
+
+
 def measure_cli(args) -> int:
     from . import store
     from .targets import detect_target
     from .tune import Progress, entry_of, measure, parse_budget, parse_shapes, select_kernels
 
     device = _device(args.device)
-    if _interpreter_on() or device.type == "cpu":
-        why = "TRITON_INTERPRET=1 is set" if _interpreter_on() else "no CUDA GPU or Ascend NPU is available"
-        print(f"tune: refusing to time configs: {why}, and times in Triton's CPU interpreter say nothing about a "
-              f"GPU or NPU. Run on the device you tune for, or use --dry-run to compile/lower every config.")
+    refusal = timing_refusal(device)
+    if refusal:
+        print(refusal)
         return 2
     target = detect_target(device)
     if args.target and args.target != target.name:
@@ -208,7 +216,7 @@ def measure_cli(args) -> int:
     total = sum(len({json.dumps(c, sort_keys=True) for c in [spec.default(target, v), *spec.space(target, v)]})
                 for spec, v, _ in groups)
     progress = Progress(total, f"tune {target.name}")
-    deadline = time.monotonic() + budget if budget else None
+    deadline = time.monotonic() + budget if budget is not None else None
     rows, incomplete = [], 0
     for spec, variant, shape in groups:
         res = measure(spec, variant, shape, device, target, deadline=deadline, progress=progress)

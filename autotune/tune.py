@@ -247,14 +247,16 @@ def do_bench_median(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
-def measure(spec, variant, shape: dict, device, target, timer=do_bench_median, deadline: float | None = None,
+def measure(spec, variant, shape: dict, device, target, timer=None, deadline: float | None = None,
             progress: Progress | None = None) -> GroupResult:
     """Time every config of ``spec``'s space for one variant and shape on ``device``.
 
     The derived default runs first; its output is the yardstick: a config whose
     output differs is recorded as wrong, never picked. Stops early (complete=False)
-    once ``deadline`` (time.monotonic()) has passed.
+    once ``deadline`` (time.monotonic()) has passed. timer(fn) -> ms; default
+    do_bench_median.
     """
+    timer = timer or do_bench_median
     default = spec.default(target, variant)
     configs = [default] + [c for c in spec.space(target, variant) if c != default]
     call = spec.tuning.make_call(shape, variant, device)

@@ -280,6 +280,30 @@ def test_measure_stops_at_the_deadline():
     assert not result.complete and result.times == []
 
 
+def test_cli_tune_measures_writes_and_respects_the_budget(tmp_path, monkeypatch, capsys):
+    import atlas_kernels.autotune.__main__ as main_module
+    _register_test_spec()
+    ms = {16: 0.1, 32: 0.5, 64: 1.0, 128: 0.7}
+
+    def timer(fn):
+        fn()
+        return ms[_LAST_BLOCK[-1]]
+    monkeypatch.setattr(main_module, "timing_refusal", lambda device: None)  # let the CPU stand in for a device
+    monkeypatch.setattr(tune, "do_bench_median", timer)
+    assert cli(["tune", "--op", "test.fake", "--shapes", "M=5|100", "--store", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 entries" in out
+    assert "M=100  BLOCK=32     0.5000   1.0000      2.00x    4/1" in out, out
+    entries = {e.bucket: e for e in store.read(tmp_path / "out" / "interpreter.json")}
+    assert set(entries) == {(8,), (128,)}
+    for e in entries.values():
+        assert e.config == {"BLOCK": 32} and e.provenance["median_ms"] == 0.5 and e.provenance["configs"] == 3
+        assert e.provenance["triton"] == store.current_versions()["triton"] and e.provenance["date"].endswith("Z")
+    assert cli(["tune", "--op", "test.fake", "--budget", "0", "--store", str(tmp_path / "b")]) == 0
+    assert "1 (kernel, variant, shape) groups not finished within --budget 0" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "interpreter.json").exists()
+
+
 def test_warmup_compiles_with_the_config_a_plain_call_picks():
     with kernel_ran(PACK):
         report = ak.warmup(PACK, shapes=[{"R": 16, "C": 64}], device="cpu", variants=["int32-nd"])
