@@ -277,7 +277,10 @@ def show(args) -> int:
         f"{src} {store.store_file(d, target.name)}{'' if store.store_file(d, target.name).exists() else ' (none)'}"
         for src, d in store.lookup_dirs()) + ", derived default")
     _table(rows, ["kernel", "variant", "shape", "bucket", "config", "source", "provenance"])
-    return 0 if rows else 2
+    if not rows:
+        print(f"no kernel of --op {args.op} has a variant {args.variant!r} or tuning dims matching --shape")
+        return 2
+    return 0
 
 
 # ---------------------------------------------------------------- diff

@@ -220,23 +220,27 @@ _WEIGHT_SHAPES = ({"R": 4096, "C": 4096}, {"R": 4096, "C": 14336}, {"R": 14336, 
 _RELAYOUT_SHAPES = ({"B": 1, "M": 4096, "N": 4096}, {"B": 1, "M": 4096, "N": 14336})
 
 
+def _packed_args(variant: Variant) -> tuple:
+    """(out_dtype, layout) of a pack/unpack variant."""
+    return (torch.int32 if variant.constexprs["PER"] == 8 else torch.uint8), ("nz" if variant.constexprs["NZ"] else "nd")
+
+
 def _tune_pack(shape: dict, variant: Variant, device):
     w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
-    out_dtype, layout = (torch.int32 if variant.label.startswith("int32") else torch.uint8), variant.label[-2:]
+    out_dtype, layout = _packed_args(variant)
     return lambda: convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
 
 
 def _tune_unpack(shape: dict, variant: Variant, device):
-    layout = variant.label[-2:]
+    out_dtype, layout = _packed_args(variant)
     w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
-    packed = convert_weight_to_int4pack(
-        w, out_dtype=torch.int32 if variant.label.startswith("int32") else torch.uint8, layout=layout)
+    packed = convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
     return lambda: unpack_int4(packed, layout=layout, shape=(shape["R"], shape["C"]))
 
 
 def _relayout_input(shape: dict, variant: Variant, device) -> torch.Tensor:
-    dtype = {"8bit": torch.int8, "16bit": torch.float16, "32bit": torch.int32}[variant.label]
-    return torch.ones((shape["B"], shape["M"], shape["N"]), device=device).to(dtype)
+    dtype = {8: torch.int8, 16: torch.float16, 32: torch.int32}[256 // variant.constexprs["N0"]]
+    return torch.randint(-128, 128, (shape["B"], shape["M"], shape["N"]), device=device).to(dtype)
 
 
 def _tune_nd_to_nz(shape: dict, variant: Variant, device):

@@ -405,3 +405,15 @@ def test_cli_dry_run_end_to_end_on_cpu(tmp_path):
     assert [(r["config"]["BLOCK"], r["ok"], r["default"]) for r in rows] == [(64, True, True), (32, True, False),
                                                                            (48, False, False)]
     assert "tune sm_90" not in proc.stderr and "sm_90 cuda [" in proc.stderr  # the progress bar
+
+
+@pytest.mark.parametrize("kernel, variant, shape", [(PACK, "uint8-nz", {"R": 20, "C": 64}),
+                                                    ("int4_pack.unpack", "int32-nz", {"R": 20, "C": 64}),
+                                                    ("int4_pack.nz_to_nd", "16bit", {"B": 2, "M": 20, "N": 40})])
+def test_int4_pack_harness_runs_every_config_with_identical_output(kernel, variant, shape):
+    spec = KERNELS[kernel]
+    with kernel_ran(kernel):
+        result = tune.measure(spec, spec.variant(variant), shape, torch.device("cpu"), get_target("Ascend910B2"),
+                              timer=lambda fn: 1.0)
+    assert result.complete and len(result.times) == len(spec.space(get_target("Ascend910B2"), spec.variant(variant)))
+    assert [note for _, _, note in result.times if note] == []
