@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .targets import Target
 
@@ -31,6 +31,32 @@ class Variant:
     constexprs: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """How to measure a kernel on a device (optional part of a KernelSpec).
+
+    dims: names of the shape dims, e.g. ("R", "C").
+    bucket(shape) -> tuple: the store key of a shape dict; use pow2_bucket for
+        dims that vary per call (m), exact values for model constants. The
+        launcher passes the same tuple to pick_config(..., shape_key).
+    make_call(shape, variant, device) -> zero-argument callable that launches the
+        kernel once on fresh inputs of that shape (through the public op, so the
+        launcher's config selection, and any override_config, applies) and
+        returns its output.
+    shapes: shapes tuned when the CLI is given no --shapes.
+    """
+
+    dims: tuple
+    bucket: Callable[[dict], tuple]
+    make_call: Callable[[dict, Variant, Any], Callable[[], Any]]
+    shapes: tuple = ()
+
+
+def pow2_bucket(n: int) -> int:
+    """The smallest power of two >= n (>= 1): the bucket of a dim that varies per call."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
 @dataclasses.dataclass
 class KernelSpec:
     """A @triton.jit kernel and everything needed to compile, check and tune it.
@@ -38,6 +64,7 @@ class KernelSpec:
     space(target, variant) -> list of configs (dicts of tuned constexprs, plus
         optional num_warps / num_stages), already pruned by the target's limits.
     default(target, variant) -> the derived default config for that target.
+    tuning: how the tuner measures it on a device (None: dry run only).
     """
 
     name: str
@@ -46,6 +73,7 @@ class KernelSpec:
     space: Callable[[Target, Variant], list]
     default: Callable[[Target, Variant], dict]
     uses_dot: bool = False
+    tuning: Optional[Tuning] = None
 
     def variant(self, label: str) -> Variant:
         for v in self.variants:
@@ -87,10 +115,16 @@ def override_config(kernel: str, config: dict):
 def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()) -> dict:
     """The config a launch of ``kernel`` uses on ``target``.
 
-    Order: an active override_config, then the derived default.
+    shape_key: the shape's bucket (KernelSpec.tuning.bucket); () matches only
+        store entries tuned for every shape.
+    Order: an active override_config, then the user's store, then the shipped
+    store (exact shape bucket first, then a shape-less entry), then the derived
+    default (KernelSpec.default). Never tunes; stores are cached in memory.
     """
     forced = _overrides.get().get(kernel)
     if forced is not None:
         return forced
-    spec = KERNELS[kernel]
-    return spec.default(target, spec.variant(variant))
+    return dict(store.resolve(kernel, target, variant, tuple(shape_key)).config)
+
+
+from . import store  # noqa: E402  (store reads KERNELS, defined above)

@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
            "npu_convert_weight_to_int4pack"]
+
+from .autotune import warmup  # noqa: E402  (compile/tune ahead of graph capture)
+__all__.append("warmup")
+
 from .compress_matmul import (CompressedWeight, compress_weight, decompress_weight, matmul_compress_dequant,
                               npu_matmul_compress_dequant, prepare_compressed_weight, pseudo_sparsify)
 

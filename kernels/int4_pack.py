@@ -18,7 +18,8 @@ import triton.language as tl
 
 from . import _backend
 from ._validate import check_choice, check_tensor
-from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .autotune import (KernelSpec, Target, Tuning, Variant, pick_config, pow2_bucket, register_kernel,
+                       split_config)
 from .reference import int4_pack as ref
 
 OP = "convert_weight_to_int4pack"
@@ -204,18 +205,70 @@ _RELAYOUT_VARIANTS = {
 }
 
 
-def _relayout_spec(name, fn):
+# ---------------------------------------------------------------- tuning harness
+# Weights are model constants: the row count is bucketed to a power of two, the packed width is exact.
+
+def _weight_bucket(shape: dict) -> tuple:
+    return (pow2_bucket(shape["R"]), shape["C"])
+
+
+def _relayout_bucket(shape: dict) -> tuple:
+    return (shape["B"], pow2_bucket(shape["M"]), shape["N"])
+
+
+_WEIGHT_SHAPES = ({"R": 4096, "C": 4096}, {"R": 4096, "C": 14336}, {"R": 14336, "C": 4096})
+_RELAYOUT_SHAPES = ({"B": 1, "M": 4096, "N": 4096}, {"B": 1, "M": 4096, "N": 14336})
+
+
+def _packed_args(variant: Variant) -> tuple:
+    """(out_dtype, layout) of a pack/unpack variant."""
+    return (torch.int32 if variant.constexprs["PER"] == 8 else torch.uint8), ("nz" if variant.constexprs["NZ"] else "nd")
+
+
+def _tune_pack(shape: dict, variant: Variant, device):
+    w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
+    out_dtype, layout = _packed_args(variant)
+    return lambda: convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
+
+
+def _tune_unpack(shape: dict, variant: Variant, device):
+    out_dtype, layout = _packed_args(variant)
+    w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
+    packed = convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
+    return lambda: unpack_int4(packed, layout=layout, shape=(shape["R"], shape["C"]))
+
+
+def _relayout_input(shape: dict, variant: Variant, device) -> torch.Tensor:
+    dtype = {8: torch.int8, 16: torch.float16, 32: torch.int32}[256 // variant.constexprs["N0"]]
+    return torch.randint(-128, 128, (shape["B"], shape["M"], shape["N"]), device=device).to(dtype)
+
+
+def _tune_nd_to_nz(shape: dict, variant: Variant, device):
+    x = _relayout_input(shape, variant, device)
+    return lambda: nd_to_nz(x)
+
+
+def _tune_nz_to_nd(shape: dict, variant: Variant, device):
+    nz = nd_to_nz(_relayout_input(shape, variant, device))
+    return lambda: nz_to_nd(nz, (shape["M"], shape["N"]))
+
+
+def _relayout_spec(name, fn, tuning):
     return KernelSpec(
         name=f"int4_pack.{name}", fn=fn, variants=_RELAYOUT_VARIANTS[name],
         space=lambda t, v: [_rename(c, ("BLOCK_M", "BLOCK_N")) for c in _space("relayout")(t, v)],
-        default=lambda t, v: _rename(_default("relayout")(t, v), ("BLOCK_M", "BLOCK_N")))
+        default=lambda t, v: _rename(_default("relayout")(t, v), ("BLOCK_M", "BLOCK_N")), tuning=tuning)
 
 
-PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"), _default("pack")))
+PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"), _default("pack"),
+                                  tuning=Tuning(("R", "C"), _weight_bucket, _tune_pack, _WEIGHT_SHAPES)))
 UNPACK = register_kernel(KernelSpec("int4_pack.unpack", _unpack_int4_kernel, _UNPACK_VARIANTS, _space("unpack"),
-                                    _default("unpack")))
-ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel))
-NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel))
+                                    _default("unpack"),
+                                    tuning=Tuning(("R", "C"), _weight_bucket, _tune_unpack, _WEIGHT_SHAPES)))
+ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel,
+                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nd_to_nz, _RELAYOUT_SHAPES)))
+NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel,
+                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nz_to_nd, _RELAYOUT_SHAPES)))
 
 
 # ---------------------------------------------------------------- launchers
@@ -223,8 +276,8 @@ _PACKED_DTYPES = {torch.int32: 8, torch.uint8: 2}
 _BITVIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32}
 
 
-def _config(spec: KernelSpec, target: Target, variant: str) -> tuple:
-    return split_config(pick_config(spec.name, target, variant))
+def _config(spec: KernelSpec, target: Target, variant: str, shape: dict) -> tuple:
+    return split_config(pick_config(spec.name, target, variant, spec.tuning.bucket(shape)))
 
 
 def _first_bad(weight: torch.Tensor) -> str:
@@ -261,7 +314,8 @@ def _pack_op(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> torch
     nz = layout == "nz"
     out = torch.empty(shape, dtype=out_dtype, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(PACK, target, f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}")
+    meta, opts = _config(PACK, target, f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}",
+                         {"R": rows, "C": weight.shape[1]})
     r_ext, p_ext = (m1 * M0, n1 * n0) if nz else (rows, p)
     grid = _backend.persistent_grid(triton.cdiv(r_ext, meta["BLOCK_R"]) * triton.cdiv(p_ext, meta["BLOCK_P"]), target)
     bad = torch.zeros(grid[0], dtype=torch.int32, device=device)
@@ -330,7 +384,8 @@ def _unpack_op(packed: torch.Tensor, layout: str, shape: Optional[list[int]]) ->
     packed = packed.contiguous()
     out = torch.empty((rows, p * per), dtype=torch.int32, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(UNPACK, target, f"{'int32' if packed.dtype == torch.int32 else 'uint8'}-{layout}")
+    meta, opts = _config(UNPACK, target, f"{'int32' if packed.dtype == torch.int32 else 'uint8'}-{layout}",
+                         {"R": rows, "C": p * per})
     n_tiles = triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(p, meta["BLOCK_P"])
     if out.numel():
         _backend.launch(UNPACK.name, _unpack_int4_kernel, _backend.persistent_grid(n_tiles, target), packed, out,
@@ -380,7 +435,7 @@ def _nd_to_nz_op(x: torch.Tensor) -> torch.Tensor:
     x3 = x.reshape(-1, m, n)  # a view unless the batch dims cannot be merged
     out = torch.empty(shape, dtype=x.dtype, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit")
+    meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit", {"B": x3.shape[0], "M": m, "N": n})
     n_tiles = x3.shape[0] * triton.cdiv(m1 * M0, meta["BLOCK_M"]) * triton.cdiv(n1 * n0, meta["BLOCK_N"])
     if out.numel():
         _backend.launch(ND_TO_NZ.name, _nd_to_nz_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x3),
@@ -428,7 +483,7 @@ def _nz_to_nd_op(x: torch.Tensor, shape: Optional[list[int]]) -> torch.Tensor:
     n_batch = math.prod(batch)
     out = torch.empty(out_shape, dtype=x.dtype, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(NZ_TO_ND, target, f"{x.element_size() * 8}bit")
+    meta, opts = _config(NZ_TO_ND, target, f"{x.element_size() * 8}bit", {"B": n_batch, "M": m, "N": n})
     n_tiles = n_batch * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
     if out.numel():
         _backend.launch(NZ_TO_ND.name, _nz_to_nd_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x),
