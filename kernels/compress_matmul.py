@@ -262,11 +262,11 @@ def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> t
     """Validate every argument; return (m, k, n). Errors name the argument."""
     check_tensor(OP, "x1", x1, dtypes=(torch.int8,), ndim=2)
     info = _info_list(compress_info)
-    _check_stream(x2, compress_index, info)
     m, k = x1.shape
     _, _, k_info, n, _ = info
     if k_info != k:
         raise ValueError(f"{OP}: compress_info says k = {k_info} but x1 has k = {k} (shape {tuple(x1.shape)})")
+    _check_stream(x2, compress_index, info)
     check_tensor(OP, "bias", bias, dtypes=(torch.int32,), ndim=(1, 2), optional=True)
     if bias is not None and tuple(bias.shape) not in ((n,), (1, n)):
         raise ValueError(f"{OP}: bias must have shape ({n},) or (1, {n}), got {tuple(bias.shape)}")

@@ -1,0 +1,271 @@
+"""matmul_compress_dequant: the in-kernel decompressing GEMM against decompress + int8 matmul + dequant."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import atlas_kernels as ak
+from atlas_kernels import compress_matmul as cm
+from atlas_kernels.autotune import override_config
+from atlas_kernels.reference import compress_matmul as ref
+from atlas_kernels.testing import assert_close, kernel_ran
+from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
+
+GEMM = "compress_matmul.gemm"
+VECTORS = Path(__file__).parent / "data" / "compress"
+
+
+def weight(n, k, seed=0, sparsity=0.0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+    return ak.pseudo_sparsify(w, sparsity) if sparsity else w
+
+
+def activations(m, k, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+
+
+def fp32_bits(scale: torch.Tensor) -> torch.Tensor:
+    """The zero-extended form: fp32 bits in bits 0..31, upper bits 0 (ops-nn's and ATB's examples)."""
+    return (scale.view(torch.int32).to(torch.int64) & 0xFFFFFFFF).to(torch.uint64)
+
+
+def trans_quant_param(scale: torch.Tensor) -> torch.Tensor:
+    """torch_npu's encoding, written from specs/ops.md §1: bits & 0xFFFFE000 | 1 << 46."""
+    return (scale.view(torch.int32).to(torch.int64) & 0xFFFFE000) | (1 << 46)
+
+
+def scales(n, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, n, generator=g) * 2e-3 + 1e-4)
+
+
+def check_op(x1, w, bias, deq_scale, sparsity_note=""):
+    """Kernel fp16 output vs the reference, and the kernel's int32 accumulator vs an exact int matmul."""
+    x2, idx, info = ak.compress_weight(w)
+    with kernel_ran(GEMM):
+        out = ak.matmul_compress_dequant(x1, x2, idx, bias, deq_scale, compress_info=info)
+        cw = ak.prepare_compressed_weight(x2, idx, info)
+        acc = cm._gemm(x1, cw, None if bias is None else bias.reshape(-1), None)
+    exact = ref.int_matmul(x1, w) + (0 if bias is None else bias.reshape(1, -1))
+    assert_close(acc, exact, msg=f"int32 {sparsity_note}")
+    assert_close(out, ref.matmul_compress_dequant(x1, x2, idx, bias, deq_scale, info), msg=sparsity_note)
+    return out
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 256, 128), (16, 320, 128), (5, 100, 200), (17, 64, 300), (300, 96, 40)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.8])
+def test_matches_reference(m, k, n, sparsity):
+    # k not a multiple of 64, n not a multiple of 16, m > 256: CANN's limits, lifted
+    w = weight(n, k, seed=m + k, sparsity=sparsity)
+    bias = torch.randint(-5000, 5000, (n,), dtype=torch.int32)
+    check_op(activations(m, k), w, bias, fp32_bits(scales(n)), f"sparsity {sparsity}")
+
+
+@pytest.mark.parametrize("form", ["zero-extended", "sign-extended", "trans_quant_param", "per-tensor", "int64-2d"])
+def test_deq_scale_forms(form):
+    m, k, n = 4, 64, 128
+    s = scales(n)
+    if form == "sign-extended":  # the aclnn doc's form; a negative scale sets every upper bit
+        s[0, :8] = -s[0, :8]
+        deq = s.view(torch.int32).to(torch.int64)
+    elif form == "trans_quant_param":
+        deq = trans_quant_param(s).to(torch.uint64)
+        s = (s.view(torch.int32) & -8192).view(torch.float32)  # what the encoded form keeps
+    elif form == "per-tensor":
+        s = s[:, :1]
+        deq = fp32_bits(s)
+    elif form == "int64-2d":
+        deq = fp32_bits(s).view(torch.int64)
+    else:
+        deq = fp32_bits(s)
+    w = weight(n, k, seed=3, sparsity=0.5)
+    x1 = activations(m, k)
+    bias = torch.randint(-100, 100, (1, n), dtype=torch.int32)
+    out = check_op(x1, w, bias, deq)
+    expected = ((ref.int_matmul(x1, w) + bias).float() * s).half()
+    assert_close(out, expected)
+
+
+def test_no_bias_and_strided_x1():
+    m, k, n = 6, 96, 130
+    w = weight(n, k, seed=4, sparsity=0.5)
+    for x1 in (activations(2 * m, k)[::2], activations(k, m).t()):  # strided rows, a transposed view
+        check_op(x1, w, None, fp32_bits(scales(n)))
+
+
+@given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 300),
+       sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.9]), bias=st.booleans(),
+       block=st.sampled_from([(16, 128, 32), (32, 256, 64), (64, 128, 128)]), seed=st.integers(0, 2**16))
+def test_hypothesis(m, k, n, sparsity, bias, block, seed):
+    w = weight(n, k, seed, sparsity)
+    x1 = activations(m, k, seed + 1)
+    b = torch.randint(-1000, 1000, (n,), dtype=torch.int32) if bias else None
+    cfg = {"BLOCK_M": block[0], "BLOCK_N": block[1], "BLOCK_K": block[2], "GROUP_M": 2}
+    with override_config(GEMM, cfg):
+        check_op(x1, w, b, fp32_bits(scales(n, seed)))
+
+
+def test_transcoded_layout_is_lossless_and_compact():
+    w = weight(200, 96, seed=5, sparsity=0.5)
+    cw = cm.transcode(w)
+    # decode the layout on the host, straight from its definition
+    k, n = cw.k, cw.n
+    bits = ((cw.mask.to(torch.int32)[:, :, None] >> torch.arange(8)) & 1).reshape(k, -1)[:, :n].bool()
+    b = torch.zeros(k, n, dtype=torch.int8)
+    b[bits] = cw.values[:cw.nnz]
+    assert torch.equal(b, w.t())
+    for r, c in [(0, 0), (5, 1), (95, 1)]:
+        assert cw.offsets[r, c] == int(bits[:r].sum() + bits[r, :c * cm.CHUNK].sum())
+    assert cw.nbytes == cw.nnz + k * cw.mask.shape[1] + 4 * k * cw.offsets.shape[1]
+    assert cw.ratio < 0.75
+
+
+def test_official_vectors_through_the_op():
+    """CANN's own compressed bytes (all-zero W) as the op sees them in torch_npu's and ops-nn's examples."""
+    x2 = torch.from_numpy(np.fromfile(VECTORS / "opplugin_k256_n128_weight.bin", np.int8))
+    idx = torch.tensor([51, -128, 0, 0, 0, 0, 0, 0], dtype=torch.int8)
+    bias = torch.arange(128, dtype=torch.int32).reshape(1, 128)
+    deq = trans_quant_param(torch.ones(1, 128)).to(torch.uint64)
+    with kernel_ran(GEMM):
+        out = ak.npu_matmul_compress_dequant(torch.ones(16, 256, dtype=torch.int8), x2, idx, bias, deq)
+    assert_close(out, bias.expand(16, 128).half())
+    x2 = torch.from_numpy(np.fromfile(VECTORS / "opsnn_k320_n128_weight.bin", np.int8))
+    idx = torch.from_numpy(np.fromfile(VECTORS / "opsnn_k320_n128_index.bin", np.int8))
+    with kernel_ran(GEMM):
+        out = ak.matmul_compress_dequant(torch.ones(16, 320, dtype=torch.int8), x2, idx, torch.zeros(128, dtype=torch.int32),
+                                         torch.full((1, 128), 0x3F800000, dtype=torch.int64),
+                                         compress_info=[8, 8, 320, 128, 1])
+    assert_close(out, torch.zeros(16, 128, dtype=torch.float16))
+
+
+def _seed_style_call(m, k, n):
+    """The torch_npu-style call of the seed example: msModelSlim output + npu_matmul_compress_dequant."""
+    w = weight(n, k, seed=7, sparsity=0.5)
+    x2, idx, info = ak.compress_weight(w)
+    assert info.tolist() == [8, 8, k, n, 1]
+    x1 = activations(m, k)
+    bias = torch.randint(-1000, 1000, (1, n), dtype=torch.int32)
+    deq = trans_quant_param(scales(n)).to(torch.uint64)
+    with kernel_ran(GEMM):
+        out = ak.npu_matmul_compress_dequant(x1, x2, idx, bias, deq)
+    assert_close(out, ref.matmul_compress_dequant(x1, x2, idx, bias, deq, info))
+
+
+def test_seed_example_512x1024x1024():
+    _seed_style_call(512, 1024, 1024)
+
+
+def test_meter_each_compressed_byte_once_and_below_dense():
+    """m <= 16 at 50% pseudo-sparsity: bytes moved <= 0.75x what any dense int8 GEMM must move at least."""
+    m, k, n = 16, 1024, 1024
+    w = weight(n, k, seed=8, sparsity=0.5)
+    x2, idx, info = ak.compress_weight(w)
+    x1, bias, deq = activations(m, k), torch.zeros(n, dtype=torch.int32), fp32_bits(scales(n))
+    cw = ak.prepare_compressed_weight(x2, idx, info)
+    bn = 256
+    with override_config(GEMM, {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": 128, "GROUP_M": 8}), kernel_ran(GEMM), \
+            TrafficMeter() as meter:
+        out = ak.matmul_compress_dequant(x1, x2, idx, bias, deq, compress_info=info)
+    assert meter.stored == out.numel() * 2, "only the output is written: no dense weight, no scratch"
+    n_tiles = -(-n // bn)
+    # every nonzero and mask byte once; offsets and x1 once per n-tile; bias, scale (low words), output once
+    expected = cw.nnz + cw.mask.numel() + n_tiles * k * (4 + m) + 4 * n + 4 * n + 2 * m * n
+    assert meter.loaded + meter.stored == expected
+    dense_floor = minimum_bytes([x1, w, bias, deq.view(torch.int32)[:, ::2]], out)
+    assert meter.total <= 0.75 * dense_floor, meter.total / dense_floor
+
+
+def test_transcode_is_cached_per_x2(monkeypatch):
+    w = weight(64, 128, seed=9, sparsity=0.5)
+    x2, idx, info = ak.compress_weight(w)
+    calls = []
+    real = cm.decompress_weight
+    monkeypatch.setattr(cm, "decompress_weight", lambda *a: calls.append(1) or real(*a))
+    x1, deq = activations(3, 128), fp32_bits(scales(64))
+    with kernel_ran(GEMM):
+        first = ak.matmul_compress_dequant(x1, x2, idx, None, deq, compress_info=info)
+        ak.matmul_compress_dequant(x1, x2, idx, None, deq, compress_info=info)
+    assert len(calls) == 1
+    assert ak.prepare_compressed_weight(x2, idx, info) is ak.prepare_compressed_weight(x2, idx, info)
+    # an in-place update of x2 (a new weight loaded into the same buffer) is seen
+    w2 = weight(64, 128, seed=10, sparsity=0.5)
+    x2b, idx2, _ = ak.compress_weight(w2)
+    if x2b.numel() == x2.numel():
+        x2.copy_(x2b)
+        idx.copy_(idx2)
+        with kernel_ran(GEMM):
+            second = ak.matmul_compress_dequant(x1, x2, idx, None, deq, compress_info=info)
+        assert len(calls) == 2
+        assert_close(second, ((ref.int_matmul(x1, w2)).float() * ref.deq_scale_to_float(deq)).half())
+    assert_close(first, ((ref.int_matmul(x1, w)).float() * ref.deq_scale_to_float(deq)).half())
+
+
+def test_torch_compile_traces():
+    w = weight(128, 64, seed=11, sparsity=0.5)
+    x2, idx, info = ak.compress_weight(w)
+    x1, bias, deq = activations(4, 64), torch.ones(128, dtype=torch.int32), fp32_bits(scales(128))
+    info_list = info.tolist()
+
+    def f(a):
+        return ak.matmul_compress_dequant(a, x2, idx, bias, deq, compress_info=info_list) * 2
+
+    with kernel_ran(GEMM):
+        out = torch.compile(f, fullgraph=True, backend="aot_eager")(x1)
+    assert_close(out, ref.matmul_compress_dequant(x1, x2, idx, bias, deq, info) * 2)
+
+
+# ---------------------------------------------------------------- errors
+def _good(m=4, k=256, n=128):
+    w = weight(n, k, seed=12, sparsity=0.5)
+    x2, idx, info = ak.compress_weight(w)
+    return dict(x1=activations(m, k), x2=x2, compress_index=idx, bias=torch.zeros(n, dtype=torch.int32),
+                deq_scale=fp32_bits(scales(n)), compress_info=info.tolist())
+
+
+def _call(**kw):
+    args = _good()
+    args.update(kw)
+    extra = {k: args.pop(k) for k in ("offset_w", "offset_x") if k in args}
+    return ak.matmul_compress_dequant(args.pop("x1"), args.pop("x2"), args.pop("compress_index"), args.pop("bias"),
+                                      args.pop("deq_scale"), compress_info=args.pop("compress_info"), **extra)
+
+
+def _corrupt_header():
+    g = _good()
+    x2 = g["x2"].clone()
+    x2[0] = 0x11  # engine 0's header byte 0 must be 0xA8 or 0x88
+    return x2
+
+
+def _index_past_end():
+    g = _good()
+    idx = g["compress_index"].clone()
+    idx[4] = 100  # block offset 100 * 128 bytes: beyond x2
+    return idx
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (lambda: {"x2": _good()["x2"][:-256]}, ValueError, "x2 is truncated"),
+    (lambda: {"compress_index": _index_past_end()}, ValueError, "x2 is truncated or compress_index entry 0"),
+    (lambda: {"x2": _corrupt_header()}, ValueError, "header"),
+    (lambda: {"compress_info": [8, 8, 320, 128, 1]}, ValueError, "compress_info says k = 320 but x1 has k = 256"),
+    (lambda: {"compress_info": [8, 8, 256, 256, 1]}, ValueError, "compress_index must have 16 bytes"),
+    (lambda: {"compress_info": [16, 8, 256, 128, 1]}, ValueError, r"compress_info must be \[8, 8, k, n, 1\]"),
+    (lambda: {"compress_index": _good()["compress_index"][:4]}, ValueError, "compress_index must have 8 bytes"),
+    (lambda: {"offset_w": torch.zeros(128, dtype=torch.int8)}, ValueError, "offset_w must be None"),
+    (lambda: {"offset_x": 3}, ValueError, "offset_x must be 0"),
+    (lambda: {"x1": activations(4, 256).int()}, TypeError, "x1 must have dtype int8"),
+    (lambda: {"x2": _good()["x2"].view(torch.uint8)}, TypeError, "x2 must have dtype int8"),
+    (lambda: {"bias": torch.zeros(128)}, TypeError, "bias must have dtype int32"),
+    (lambda: {"bias": torch.zeros(2, 128, dtype=torch.int32)}, ValueError, r"bias must have shape \(128,\)"),
+    (lambda: {"deq_scale": torch.ones(1, 128)}, TypeError, "deq_scale must have dtype uint64, int64"),
+    (lambda: {"deq_scale": torch.ones(1, 64, dtype=torch.int64)}, ValueError, r"deq_scale must have shape \(1, 128\)"),
+])
+def test_errors(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _call(**kw())
