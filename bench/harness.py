@@ -45,7 +45,9 @@ class BenchCase:
     pure-torch output; min_bytes(inputs, out) -> bytes if each input byte is read once and
     each output byte written once. flops(inputs) gives TOPS/TFLOPS where it means something;
     modelled(inputs, target) -> {label: seconds} for figures from a hardware model (always
-    reported as modelled); baselines: {label: fn(inputs)} timed on a device only.
+    reported as modelled); baselines: {label: fn(inputs)} timed on a device only;
+    extra(inputs, out, row) -> {column: value}: further measured columns (e.g. a compression ratio),
+    given the row so far.
     """
 
     op: str
@@ -58,6 +60,7 @@ class BenchCase:
     flops: Optional[Callable[[dict], float]] = None
     modelled: Optional[Callable[[dict, Any], dict]] = None
     baselines: dict = dataclasses.field(default_factory=dict)
+    extra: Optional[Callable[[dict, Any, dict], dict]] = None
     quick: bool = False
 
 
@@ -127,6 +130,8 @@ def run_case(case: BenchCase, device: torch.device, target) -> dict:
             row["compiled_ref_ms"] = f"failed: {type(e).__name__}"
         for label, fn in case.baselines.items():
             row[f"{label}_ms"] = _time_ms(lambda: fn(inputs))
+    if case.extra:
+        row.update(case.extra(inputs, out, row))
     if case.modelled:
         from atlas_kernels.autotune import ASCEND_TARGETS, get_target
         for tname in ASCEND_TARGETS:
