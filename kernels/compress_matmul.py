@@ -48,7 +48,6 @@ from .reference import compress_matmul as ref
 
 OP = "matmul_compress_dequant"
 CHUNK = 128  # columns per offsets entry; BLOCK_N must be a multiple of it
-MAX_N = CHUNK * 65535  # offsets hold int32 indices; nnz is checked too
 
 
 # ---------------------------------------------------------------- kernel
@@ -191,18 +190,17 @@ class CompressedWeight:
 def transcode(weight: torch.Tensor, device=None, cann_nbytes: int = 0) -> CompressedWeight:
     """Pack a dense int8 weight W (n, k) (host) into the kernel layout of B = W^T on ``device``."""
     n, k = weight.shape
-    if n > MAX_N:
-        raise ValueError(f"{OP}: n = {n} is above the supported {MAX_N}")
-    b = weight.detach().cpu().t().contiguous()
     nc = -(-n // CHUNK)
+    if k * nc * CHUNK >= 2**31:  # value indices and mask offsets are int32
+        raise ValueError(f"{OP}: a weight of k * n = {k} * {n} (n padded to {nc * CHUNK}) is too large; "
+                         f"at most 2**31 - 1 elements are supported")
+    b = weight.detach().cpu().t().contiguous()
     bits = torch.zeros(k, nc * CHUNK, dtype=torch.bool)
     bits[:, :n] = b != 0
     shifts = torch.arange(8, dtype=torch.int32)
     mask = (bits.reshape(k, nc * CHUNK // 8, 8).to(torch.int32) << shifts).sum(-1).to(torch.uint8)
     values = b[b != 0]
     nnz = values.numel()
-    if nnz >= 2**31:
-        raise ValueError(f"{OP}: the weight has {nnz} nonzeros; at most 2**31 - 1 are supported")
     counts = bits.reshape(k * nc, CHUNK).sum(-1)
     offsets = (torch.cumsum(counts, 0) - counts).to(torch.int32).reshape(k, nc)
     if nnz == 0:
@@ -348,7 +346,10 @@ def matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_index: 
 def npu_matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_index: torch.Tensor,
                                 bias: torch.Tensor, scale: torch.Tensor, offset_w: Optional[torch.Tensor] = None,
                                 offset_x: Optional[int] = None) -> torch.Tensor:
-    """torch_npu spelling: compress_info is [8, 8, x1.shape[1], n, 1] with n = bias.shape[-1], as torch_npu builds it."""
+    """torch_npu spelling (no compress_info argument): it is built as [8, 8, x1.shape[1], n, 1].
+
+    n = bias.shape[-1]; torch_npu takes n from scale.size(1) instead, which is 1 for a (1, 1) scale.
+    """
     check_tensor(OP, "bias", bias, dtypes=(torch.int32,), ndim=(1, 2))
     return matmul_compress_dequant(x1, x2, compress_index, bias, scale, offset_w=offset_w, offset_x=offset_x or 0,
                                    compress_info=[8, 8, x1.shape[-1] if x1.dim() else 0, bias.shape[-1], 1])

@@ -180,6 +180,13 @@ def test_meter_each_compressed_byte_once_and_below_dense():
     assert meter.total <= 0.75 * dense_floor, meter.total / dense_floor
 
 
+def test_empty_m():
+    w = weight(40, 64, seed=13)
+    x2, idx, info = ak.compress_weight(w)
+    out = ak.matmul_compress_dequant(activations(0, 64), x2, idx, None, fp32_bits(scales(40)), compress_info=info)
+    assert out.shape == (0, 40) and out.dtype == torch.float16
+
+
 def test_transcode_is_cached_per_x2(monkeypatch):
     w = weight(64, 128, seed=9, sparsity=0.5)
     x2, idx, info = ak.compress_weight(w)
