@@ -11,3 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
            "npu_convert_weight_to_int4pack"]
+from .quant_matmul import (decode_quant_param, npu_quant_matmul, npu_trans_quant_param, quant_matmul,  # noqa: E402
+                           trans_quant_param)
+
+__all__ += ["quant_matmul", "trans_quant_param", "decode_quant_param", "npu_quant_matmul", "npu_trans_quant_param"]
