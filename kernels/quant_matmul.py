@@ -89,12 +89,12 @@ def _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT: tl.constexpr, BLOCK_M
     if A_FORMAT == A_INT4:
         rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
         mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
-        words = tl.load(a_base + rm.to(tl.int64)[:, None] * sam + rw.to(tl.int64)[None, :] * sak, mask=mask, other=0)
+        words = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak, mask=mask, other=0)
         return _interleave8(words, BLOCK_M, BLOCK_K // 8)
     else:
         rk = k0 + tl.arange(0, BLOCK_K)
         mask = (rm < M)[:, None] & (rk < K)[None, :]
-        return tl.load(a_base + rm.to(tl.int64)[:, None] * sam + rk.to(tl.int64)[None, :] * sak, mask=mask, other=0)
+        return tl.load(a_base + rm[:, None] * sam + rk[None, :] * sak, mask=mask, other=0)
 
 
 @triton.jit
@@ -108,16 +108,16 @@ def _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr, 
         rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
         rn = n0 + tl.arange(0, BLOCK_N)
         mask = (rw < K // 8)[:, None] & (rn < N)[None, :]
-        return tl.load(b_base + rw.to(tl.int64)[:, None] * sbk + rn.to(tl.int64)[None, :] * sbn, mask=mask, other=0)
+        return tl.load(b_base + rw[:, None] * sbk + rn[None, :] * sbn, mask=mask, other=0)
     elif B_FORMAT == B_INT4_N:
         rk = k0 + tl.arange(0, BLOCK_K)
         rw = n0 // 8 + tl.arange(0, BLOCK_N // 8)
         mask = (rk < K)[:, None] & (rw < N // 8)[None, :]
-        words = tl.load(b_base + rk.to(tl.int64)[:, None] * sbk + rw.to(tl.int64)[None, :] * sbn, mask=mask, other=0)
+        words = tl.load(b_base + rk[:, None] * sbk + rw[None, :] * sbn, mask=mask, other=0)
         return _interleave8(words, BLOCK_K, BLOCK_N // 8)
     elif B_FORMAT == B_NZ:
-        rk = (k0 + tl.arange(0, BLOCK_K)).to(tl.int64)
-        rn = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        rk = k0 + tl.arange(0, BLOCK_K)
+        rn = n0 + tl.arange(0, BLOCK_N)
         mask = (rk < K)[:, None] & (rn < N)[None, :]
         offs = (((rn // 32)[None, :] * nz_k1 + (rk // 16)[:, None]) * 16 + (rk % 16)[:, None]) * 32 + (rn % 32)[None, :]
         return tl.load(b_base + offs, mask=mask, other=0)
@@ -125,7 +125,7 @@ def _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr, 
         rk = k0 + tl.arange(0, BLOCK_K)
         rn = n0 + tl.arange(0, BLOCK_N)
         mask = (rk < K)[:, None] & (rn < N)[None, :]
-        return tl.load(b_base + rk.to(tl.int64)[:, None] * sbk + rn.to(tl.int64)[None, :] * sbn, mask=mask, other=0)
+        return tl.load(b_base + rk[:, None] * sbk + rn[None, :] * sbn, mask=mask, other=0)
 
 
 @triton.jit
@@ -155,7 +155,7 @@ def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, s_scale, offset
     """Everything after the int32 matmul, then the one store of the (BLOCK_M, BLOCK_N) output tile."""
     m_mask = rm < M
     n_mask = rn < N
-    out_ptrs = out_base + rm.to(tl.int64)[:, None] * N + rn[None, :]
+    out_ptrs = out_base + rm[:, None] * N + rn[None, :]
     mask = m_mask[:, None] & n_mask[None, :]
     if BIAS_MODE == BIAS_INT:
         acc = acc + tl.load(bias_base + rn, mask=n_mask, other=0)[None, :]
@@ -192,12 +192,21 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 s_bias, s_scale, s_offset, nz_k1,
                 A_FORMAT: tl.constexpr, B_FORMAT: tl.constexpr, SCALE_MODE: tl.constexpr,
                 OFFSET_MODE: tl.constexpr, HAS_PERTOKEN: tl.constexpr, BIAS_MODE: tl.constexpr,
-                REQUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                REQUANT: tl.constexpr, A_K_UNIT: tl.constexpr, B_K_UNIT: tl.constexpr, B_N_UNIT: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 GROUP_M: tl.constexpr):
     """out[b] (M, N) = epilogue(x1[b] @ x2[b]) for the flattened broadcast batch b < n_batch = D0*D1*D2*D3.
 
     Batch strides sa*/sb* are 0 along broadcast dims; s_bias is bias's stride per flattened batch (0 for 1-D bias).
+    Offsets inside one matrix are 32-bit (the launcher checks); batch offsets are 64-bit.
+    *_UNIT: that stride is 1, made a compile-time constant so loads vectorize along it.
     """
+    if A_K_UNIT:
+        sak = 1
+    if B_K_UNIT:
+        sbk = 1
+    if B_N_UNIT:
+        sbn = 1
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
@@ -225,7 +234,7 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 # and the order of K inside a dot does not matter, so the dot splits by nibble (no interleave)
                 rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
                 a_mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
-                aw = tl.load(a_base + rm.to(tl.int64)[:, None] * sam + rw.to(tl.int64)[None, :] * sak,
+                aw = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak,
                              mask=a_mask, other=0)
                 bw = _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
                 for j in tl.static_range(8):
@@ -273,6 +282,10 @@ def _space(target: Target, variant: Variant) -> list:
                     if _ascend_fits(target, bm, bn, bk):
                         configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
                 elif target.backend == "cuda":
+                    # Triton 3.9 cannot feed the in-register int4 interleave (join/reshape) to wgmma's shared B
+                    # operand ("Illegal shared layout"), so x2 packed along n stays on mma.sync tiles (BLOCK_M < 64)
+                    if variant.constexprs["B_FORMAT"] == B_INT4_N.value and target.name == "sm_90" and bm >= 64:
+                        continue
                     for warps in (4, 8):
                         for stages in (2, 3, 4):
                             smem = stages * (bm * bk + bk * bn)
@@ -301,15 +314,17 @@ def _default(target: Target, variant: Variant) -> dict:
         # the most output per byte loaded (bm*bn/(bm+bn)), then the deepest k-step
         return max(space, key=lambda c: (c["BLOCK_M"] * c["BLOCK_N"] / (c["BLOCK_M"] + c["BLOCK_N"]),
                                          c["BLOCK_K"], c["BLOCK_M"]))
-    int4 = variant.constexprs["A_FORMAT"] == A_INT4.value
-    if decode:  # wgmma needs a 64-row warpgroup tile on sm_90; the extra rows are masked (decode is memory bound)
-        bm = 64 if target.name == "sm_90" else 16
-        return {"BLOCK_M": bm, "BLOCK_N": 128, "BLOCK_K": max(min_bk, 128), "GROUP_M": 8, "num_warps": 4,
-                "num_stages": 4 if not int4 else 2}
-    if int4:
-        return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": max(min_bk, 128), "GROUP_M": 8, "num_warps": 8,
-                "num_stages": 2}
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+    # CUDA: chosen from the cuda check (no spills; wgmma on sm_90 where Triton can use it).
+    b_fmt = variant.constexprs["B_FORMAT"]
+    if b_fmt == B_INT4_K.value:
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
+    if b_fmt == B_INT4_N.value:  # mma.sync: see _space on wgmma
+        bm = 16 if decode else (32 if target.name == "sm_90" else 64)
+        return {"BLOCK_M": bm, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
+    if target.name == "sm_90":  # wgmma needs a 64-row warpgroup tile; for decode the extra rows are masked
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
+    return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+            "num_stages": 3}
 
 
 _ARG_TYPES = {"M": "i32", "N": "i32", "K": "i32", "n_batch": "i32", "D1": "i32", "D2": "i32", "D3": "i32",
@@ -321,6 +336,8 @@ _PTR = {torch.int8: "*i8", torch.int32: "*i32", torch.int64: "*i64", torch.float
 
 
 def _variant(label, a_fmt, b_fmt, out, scale, bias=None, offset=False, pertoken=False) -> Variant:
+    """A typical launch: x1 contiguous; x2 (k, n) row-major, (k/8, n) a transposed view for B_INT4_K,
+    or k-contiguous for labels with '-t' (a transposed int8 x2)."""
     x = torch.int32 if a_fmt is A_INT4 else torch.int8
     scale_mode = (SCALE_NONE if out == torch.int32 else SCALE_I64 if scale == torch.int64
                   else SCALE_BF16 if scale == torch.bfloat16
@@ -332,15 +349,19 @@ def _variant(label, a_fmt, b_fmt, out, scale, bias=None, offset=False, pertoken=
     bias_mode = BIAS_NONE if bias is None else BIAS_INT if bias == torch.int32 else BIAS_FLOAT
     modes = {"A_FORMAT": a_fmt, "B_FORMAT": b_fmt, "SCALE_MODE": scale_mode, "OFFSET_MODE": offset_mode,
              "BIAS_MODE": bias_mode}
+    k_unit = b_fmt is B_INT4_K or "-t" in label
     return Variant(label, types, {**{k: v.value for k, v in modes.items()}, "HAS_PERTOKEN": pertoken,
-                                  "REQUANT": out == torch.int8})
+                                  "REQUANT": out == torch.int8, "A_K_UNIT": True, "B_K_UNIT": k_unit,
+                                  "B_N_UNIT": b_fmt is not B_NZ and not k_unit})
 
 
-# The launcher picks its config by operand format ("i8-nd", "i8-nz", "i4-n", "i4-k", each with "-decode" for
-# m <= 16); the other variants cover every epilogue branch in the checks and share i8-nd's config.
+# The launcher picks its config by operand format ("i8-nd", "i8-nd-t" for a k-contiguous x2, "i8-nz", "i4-n",
+# "i4-k", each with "-decode" for m <= 16); the other variants cover every epilogue branch in the checks and
+# share i8-nd's config.
 _VARIANTS = []
 for _fmt, _a, _b, _out, _scale, _kw in (
         ("i8-nd", A_INT8, B_ND, torch.float16, torch.int64, {"bias": torch.int32}),
+        ("i8-nd-t", A_INT8, B_ND, torch.int8, torch.float32, {"bias": torch.int32, "offset": True}),
         ("i8-nz", A_INT8, B_NZ, torch.float16, torch.float32, {"bias": torch.int32}),
         ("i4-n", A_INT4, B_INT4_N, torch.float16, torch.int64, {"bias": torch.int32}),
         ("i4-k", A_INT4, B_INT4_K, torch.bfloat16, torch.float32, {"pertoken": True})):
@@ -495,10 +516,20 @@ def _plan(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, 
 _CONSTEXPRS = ("A_FORMAT", "B_FORMAT", "SCALE_MODE", "OFFSET_MODE", "HAS_PERTOKEN", "BIAS_MODE", "REQUANT")
 
 
-def config_label(plan: dict) -> str:
+def config_label(plan: dict, b_k_unit: bool) -> str:
     """The registry variant whose config a call uses: operand format, plus '-decode' for m <= 16."""
     label = _FORMAT_LABEL[plan["A_FORMAT"], plan["B_FORMAT"]]
+    if plan["B_FORMAT"] == B_ND.value and b_k_unit:
+        label += "-t"
     return f"{label}-decode" if plan["m"] <= 16 else label
+
+
+def _check_32bit(name: str, t: torch.Tensor, dims: int = 2):
+    """The kernel indexes inside one matrix with 32-bit offsets."""
+    span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[-dims:], t.stride()[-dims:]))
+    if span >= 2**31:
+        raise ValueError(f"{OP}: {name} {tuple(t.shape)} spans {span} elements in its last {dims} dims; the kernel "
+                         f"indexes one matrix with 32-bit offsets (< 2**31)")
 
 
 def _batch_strides(t: torch.Tensor, batch: tuple) -> list:
@@ -537,8 +568,13 @@ def _quant_matmul_op(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, of
         s_bias = n if bias.dim() == 3 and bias.shape[0] != 1 else 0
     if pertoken_scale is not None:
         pertoken_scale = pertoken_scale.contiguous()
+    _check_32bit("x1", x1)
+    _check_32bit("x2", x2, 4 if plan["B_FORMAT"] == B_NZ.value else 2)
+    _check_32bit("out", out)
+    units = {"A_K_UNIT": x1.stride(-1) == 1, "B_K_UNIT": sbk == 1 and x2.shape[-2] > 1,
+             "B_N_UNIT": sbn == 1 and not (sbk == 1 and x2.shape[-2] > 1)}
     target = _backend.target_for(device)
-    meta, opts = split_config(pick_config(GEMM.name, target, config_label(plan)))
+    meta, opts = split_config(pick_config(GEMM.name, target, config_label(plan, units["B_K_UNIT"])))
     n_tiles = math.prod(batch) * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
     grid = _backend.persistent_grid(n_tiles, target, uses_dot=True)
     _backend.launch(GEMM.name, _qmm_kernel, grid, x1, x2, out, scale,
@@ -546,7 +582,7 @@ def _quant_matmul_op(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, of
                     out if bias is None else bias,
                     m, n, k, math.prod(batch), sizes[1], sizes[2], sizes[3], *sa, x1.stride(-2), x1.stride(-1),
                     *sb, sbk, sbn, s_bias, _vector_stride(scale), _vector_stride(offset), nz_k1,
-                    **{c: plan[c] for c in _CONSTEXPRS}, **meta, **opts)
+                    **{c: plan[c] for c in _CONSTEXPRS}, **units, **meta, **opts)
     return out
 
 

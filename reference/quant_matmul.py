@@ -84,7 +84,8 @@ def quant_matmul(x1, x2, scale, offset=None, pertoken_scale=None, bias=None, out
         x2 = nz_to_nd(x2, k, n)
     if x1.dtype == torch.int32:
         x1, x2 = unpack_operands(x1, x2)
-    acc = torch.matmul(x1.to(torch.int64), x2.to(torch.int64)).to(torch.int32)
+    # float64 holds every int8 x int8 sum exactly (|acc| < 2**31 << 2**53) and runs on every device
+    acc = torch.matmul(x1.to(torch.float64), x2.to(torch.float64)).to(torch.int32)
     if bias is not None and bias.dtype == torch.int32:
         acc = acc + bias
     if output_dtype == torch.int32:
