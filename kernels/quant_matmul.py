@@ -22,6 +22,12 @@ return the (BLOCK_K, BLOCK_N) int8 tile of x2 rows k0.., columns n0..
 they are. A new epilogue (e.g. a different scale encoding) is one more
 SCALE_* branch in ``_load_scale``.
 
+Configs: Ascend tiles are whole 16x32 int8 fractals fitting L0A/L0B (ping-pong), L0C (int32 acc) and L1,
+one program per AI core; decode (m <= 16) uses BLOCK_M = 16 so every weight byte is read once. CUDA
+defaults come from the cuda check (no spills; wgmma on sm_90). Known limit: on sm_90 Triton 3.9 cannot
+feed the in-register int4 interleave (tl.join/reshape) to wgmma ("Illegal shared layout"), so x2 packed
+along n (B_INT4_N) runs on mma.sync tiles there; x2 packed along k (B_INT4_K) uses wgmma.
+
 Scale precision (matches torch_npu): an int64 scale is the trans_quant_param
 form and only its top 19 float bits count; a float32 scale is truncated to
 those 19 bits when there is no pertoken scale and the output is fp16 or int8

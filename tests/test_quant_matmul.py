@@ -367,3 +367,26 @@ def _bad(**over):
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_config_spaces_respect_the_hardware():
+    from atlas_kernels.autotune import ASCEND_TARGETS, KERNELS, get_target
+    spec = KERNELS[KERNEL]
+    for name in ASCEND_TARGETS:
+        t = get_target(name)
+        for v in spec.variants:
+            space = spec.space(t, v)
+            assert spec.default(t, v) in space, (name, v.label)
+            for c in space:
+                bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+                assert bm % 16 == 0 and bk % 32 == 0 and bn % 32 == 0, c  # whole 16x32 int8 fractals
+                assert 2 * bm * bk <= t.l0a_bytes and 2 * bk * bn <= t.l0b_bytes and 4 * bm * bn <= t.l0c_bytes
+                assert 2 * (bm * bk + bk * bn) <= t.l1_bytes
+            if v.label.endswith("-decode"):
+                assert spec.default(t, v)["BLOCK_M"] == 16, "decode: one m-tile, so the weight is read once"
+    for name in ("sm_80", "sm_90"):
+        t = get_target(name)
+        for v in spec.variants:
+            assert spec.default(t, v) in spec.space(t, v), (name, v.label)
+            for c in spec.space(t, v):
+                assert c.get("num_stages", 1) * (c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] <= t.smem_bytes
