@@ -4,13 +4,14 @@ The same kernels run on NVIDIA GPUs (upstream Triton) and on the CPU through
 Triton's interpreter (set TRITON_INTERPRET=1 before importing).
 """
 from ._backend import TRITON_FLAVOUR, TRITON_VERSION, info  # noqa: F401  (raises a clear ImportError without Triton)
+from .autotune import warmup
 from .int4_pack import (convert_weight_to_int4pack, nd_to_nz, npu_convert_weight_to_int4pack, nz_to_nd,
                         unpack_int4)
+from .quant_matmul import (decode_quant_param, npu_quant_matmul, npu_trans_quant_param, quant_matmul,
+                           trans_quant_param)
 
 __version__ = "0.1.0"
 
-__all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
-           "npu_convert_weight_to_int4pack"]
-
-from .autotune import warmup  # noqa: E402  (compile/tune ahead of graph capture)
-__all__.append("warmup")
+__all__ = ["info", "warmup",
+           "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd", "npu_convert_weight_to_int4pack",
+           "quant_matmul", "trans_quant_param", "decode_quant_param", "npu_quant_matmul", "npu_trans_quant_param"]
