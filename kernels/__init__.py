@@ -11,3 +11,6 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
            "npu_convert_weight_to_int4pack"]
+from .rope_quant_kvcache import dequant_rope_quant_kvcache, npu_dequant_rope_quant_kvcache  # noqa: E402
+
+__all__ += ["dequant_rope_quant_kvcache", "npu_dequant_rope_quant_kvcache"]
