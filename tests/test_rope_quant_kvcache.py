@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import atlas_kernels as ak
+from atlas_kernels import _backend
 from atlas_kernels.autotune import override_config
 from atlas_kernels.reference import rope_quant_kvcache as ref
 from atlas_kernels.testing import assert_close, kernel_ran
@@ -64,8 +65,10 @@ def run_both(args, kw, kernels=(KERNEL,)):
     mine[3], mine[4] = args[3].clone(), args[4].clone()
     theirs = list(args)
     theirs[3], theirs[4] = args[3].clone(), args[4].clone()
+    before = _backend.launches[KERNEL]
     with kernel_ran(*kernels):
         out = ak.dequant_rope_quant_kvcache(*mine, **kw)
+    assert _backend.launches[KERNEL] - before == 1, "one kernel launch per call"
     kw_ref = {k: v for k, v in kw.items() if k not in ("check_indices",)}
     expected = ref.dequant_rope_quant_kvcache(*theirs, **kw_ref)
     assert out[3] is mine[3] and out[4] is mine[4], "the caches are returned, updated in place"
