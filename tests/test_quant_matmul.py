@@ -1,5 +1,4 @@
 """quant_matmul: the fused kernel against the reference for every dtype row, layout and broadcast; errors; meter."""
-import math
 
 import pytest
 import torch
