@@ -11,3 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = ["info", "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd",
            "npu_convert_weight_to_int4pack"]
+
+from .nsa_compress import nsa_compress, npu_nsa_compress, npu_nsa_compress_grad  # noqa: E402
+
+__all__ += ["nsa_compress", "npu_nsa_compress", "npu_nsa_compress_grad"]
