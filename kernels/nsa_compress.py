@@ -78,14 +78,15 @@ def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt,
             cs, phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
             wk = tl.load(w_ptr + (phase[:, None] * CHUNK + rows[None, :]) * N + n, mask=live[:, None], other=0.0)
             acc += tl.sum(wk.to(tl.float32)[:, :, None] * x[None, :, :], axis=1)
-            # window c_done = (k - a + 1) / b ends with this chunk: write its slot and clear it
-            # (vector form throughout: the interpreter turns vector & scalar masks into int32)
+            # window (k - a + 1) / b ends with this chunk: write its slot and clear it
+            # (vector-form masks throughout: the interpreter turns vector & scalar masks into int32)
             r = k - a + 1 + slots * 0
-            c_done = r // b
-            done = (slots == c_done % SLOTS) & (r >= 0) & (r % b == 0) & (c_done >= c_lo)
-            dst = out_ptr + ((o_seq + c_done).to(tl.int64)[:, None] * N + n) * D + cols[None, :]
-            tl.store(dst, acc.to(out_ptr.dtype.element_ty),
-                     mask=done[:, None] & dmask[None, :])
+            done = (slots == (r // b) % SLOTS) & (r >= 0) & (r % b == 0) & (r // b >= c_lo)
+            rd = k - a + 1 + cols * 0
+            any_done = (rd >= 0) & (rd % b == 0) & (rd // b >= c_lo) & dmask
+            dst = out_ptr + ((o_seq + (k - a + 1) // b).to(tl.int64) * N + n) * D + cols
+            tl.store(dst, tl.sum(tl.where(done[:, None], acc, 0.0), axis=0).to(out_ptr.dtype.element_ty),
+                     mask=any_done)
             acc = tl.where(done[:, None], 0.0, acc)
 
 
