@@ -329,6 +329,12 @@ def _seq_ends(op: str, actual_seq_len) -> list:
     return list(actual_seq_len)
 
 
+def _check_ints(op: str, block, stride):
+    for name, v in (("compress_block_size", block), ("compress_stride", stride)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+
+
 def _check(op: str, input, weight, block, stride, ends, grad=None) -> int:
     """Validate the arguments; return T' (number of windows)."""
     check_tensor(op, "input", input, dtypes=DTYPES, ndim=3)
@@ -336,9 +342,8 @@ def _check(op: str, input, weight, block, stride, ends, grad=None) -> int:
     if weight.dtype != input.dtype:
         raise TypeError(f"{op}: weight must have the dtype of input ({str(input.dtype)[6:]}), "
                         f"got {str(weight.dtype)[6:]}")
+    _check_ints(op, block, stride)
     for name, v in (("compress_block_size", block), ("compress_stride", stride)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
         if v < 16 or v % 16:
             raise ValueError(f"{op}: {name} must be a positive multiple of 16 (the kernel reads 16-token chunks), "
                              f"got {v}")
@@ -472,6 +477,7 @@ def nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size:
     Gradients for input and weight are computed without atomics (bitwise reproducible).
     """
     ends = _seq_ends(OP, actual_seq_len)
+    _check_ints(OP, compress_block_size, compress_stride)  # before the schema's own int cast
     return torch.ops.atlas.nsa_compress(input, weight, compress_block_size, compress_stride, ends)
 
 
@@ -485,4 +491,5 @@ def npu_nsa_compress_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch
                           compress_stride: int, *, actual_seq_len=None) -> tuple:
     """torch_npu spelling of the backward: (dinput [T, N, D], dweight [l, N]) in the input dtype."""
     ends = _seq_ends(GRAD_OP, actual_seq_len)
+    _check_ints(GRAD_OP, compress_block_size, compress_stride)
     return torch.ops.atlas.nsa_compress_grad(grad, input, weight, compress_block_size, compress_stride, ends)
