@@ -51,7 +51,10 @@ def _live_windows(k, a, b, c_lo, c_hi, SLOTS: tl.constexpr):
 @triton.jit
 def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt, stride_xn, stride_xd,
                 CHUNK: tl.constexpr, SLOTS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out[T', N, D] (contiguous) from x[T, N, D] (strided) and w[l, N] (contiguous); one tile = (item, head, D block)."""
+    """out[T', N, D] (contiguous) from x[T, N, D] (strided) and w[l, N] (contiguous).
+
+    One tile = (work item, head, D block).
+    """
     pid = tl.program_id(0)
     a = l // CHUNK
     b = d // CHUNK
