@@ -227,8 +227,12 @@ def _default(kind: str):
         if target.is_ascend:
             # the widest D block that fits (contiguous loads); 32 windows keep the span overlap at (l-d)/(32 d)
             return max((c for c in space if c["WINDOWS"] == 32), key=lambda c: c["BLOCK_D"])
-        fits = [c for c in space if c["WINDOWS"] == 32 and c["num_warps"] == 4 and c["BLOCK_D"] <= 128]
-        return max(fits, key=lambda c: c["BLOCK_D"]) if fits else min(space, key=lambda c: c["BLOCK_D"])
+        # fp32 values per thread per chunk step, by the cuda check: the forward spilled at 96 (sm_80,
+        # 4 warps), the backward at 8 warps even with few registers; fewer warps first
+        limit = 64 if kind == "fwd" else 128
+        fits = [c for c in space if c["WINDOWS"] == 32 and c["BLOCK_D"] <= 128
+                and _tile_bytes(kind, variant, c["BLOCK_D"]) // 4 // (32 * c["num_warps"]) <= limit]
+        return max(fits, key=lambda c: (c["BLOCK_D"], -c["num_warps"]))
     return default
 
 
