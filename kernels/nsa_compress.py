@@ -36,7 +36,7 @@ ITEM_COLS = 8            # work list row: see _work_list
 
 @triton.jit
 def _live_windows(k, a, b, c_lo, c_hi, SLOTS: tl.constexpr):
-    """Window index and chunk phase of each slot at chunk k, and whether the slot is live.
+    """Chunk phase (chunk index inside its window) of each slot's window at chunk k, and whether the slot is live.
 
     Window c (c_lo <= c < c_hi) covers chunks c*b .. c*b + a - 1 and lives in slot c % SLOTS.
     """
@@ -45,7 +45,7 @@ def _live_windows(k, a, b, c_lo, c_hi, SLOTS: tl.constexpr):
     cs = cmax - (cmax - slots + SLOTS) % SLOTS
     phase = k - cs * b
     live = (cs >= c_lo) & (phase < a)
-    return cs, phase, live
+    return phase, live
 
 
 @triton.jit
@@ -78,7 +78,7 @@ def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt,
         for k in range(k_lo, k_hi):
             tok = (k * CHUNK + rows).to(tl.int64)
             x = tl.load(x_row[None, :] + tok[:, None] * stride_xt, mask=dmask[None, :], other=0.0).to(tl.float32)
-            cs, phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
+            phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
             wk = tl.load(w_ptr + (phase[:, None] * CHUNK + rows[None, :]) * N + n, mask=live[:, None], other=0.0)
             acc += tl.sum(wk.to(tl.float32)[:, :, None] * x[None, :, :], axis=1)
             # window (k - a + 1) / b ends with this chunk: write its slot and clear it
@@ -135,7 +135,7 @@ def _bwd_kernel(x_ptr, w_ptr, g_ptr, dx_ptr, ws_ptr, work_ptr, n_items, N, D, l,
             ks = k + slots * 0
             into = (slots == (ks // b) % SLOTS) & (ks % b == 0) & (ks // b >= c_lo) & (ks // b < c_hi)
             gslot = tl.where(into[:, None], g_new[None, :], gslot)
-            cs, phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
+            phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
             wk = tl.load(w_ptr + (phase[:, None] * CHUNK + rows[None, :]) * N + n, mask=live[:, None], other=0.0)
             tok = k * CHUNK + rows
             own = ((tok >= p_lo) & (tok < p_hi))[:, None] & dmask[None, :]
