@@ -7,6 +7,7 @@ from ._backend import TRITON_FLAVOUR, TRITON_VERSION, info  # noqa: F401  (raise
 from .autotune import warmup
 from .int4_pack import (convert_weight_to_int4pack, nd_to_nz, npu_convert_weight_to_int4pack, nz_to_nd,
                         unpack_int4)
+from .nsa_compress import npu_nsa_compress, npu_nsa_compress_grad, nsa_compress
 from .quant_matmul import (decode_quant_param, npu_quant_matmul, npu_trans_quant_param, quant_matmul,
                            trans_quant_param)
 from .rope_quant_kvcache import dequant_rope_quant_kvcache, npu_dequant_rope_quant_kvcache
@@ -16,4 +17,5 @@ __version__ = "0.1.0"
 __all__ = ["info", "warmup",
            "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd", "npu_convert_weight_to_int4pack",
            "quant_matmul", "trans_quant_param", "decode_quant_param", "npu_quant_matmul", "npu_trans_quant_param",
-           "dequant_rope_quant_kvcache", "npu_dequant_rope_quant_kvcache"]
+           "dequant_rope_quant_kvcache", "npu_dequant_rope_quant_kvcache",
+           "nsa_compress", "npu_nsa_compress", "npu_nsa_compress_grad"]
