@@ -251,8 +251,8 @@ def _reduce_space(target: Target, variant: Variant) -> list:
 def _reduce_default(target: Target, variant: Variant) -> dict:
     if target.backend == "cpu":
         return {"BLOCK_R": 32, "BLOCK_C": 1024}
-    if target.is_ascend:
-        return {"BLOCK_R": 16, "BLOCK_C": 1024}
+    if target.is_ascend:  # the largest tile that fits the UB, widest along the contiguous dim
+        return max(_reduce_space(target, variant), key=lambda c: (c["BLOCK_R"] * c["BLOCK_C"], c["BLOCK_C"]))
     return {"BLOCK_R": 8, "BLOCK_C": 256, "num_warps": 4}
 
 
