@@ -133,7 +133,7 @@ def dry_run(args) -> int:
         print(f"FAIL {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}{tag}: {r['detail']}")
     if len(failed) > 20:
         print(f"... and {len(failed) - 20} more failures (--json FILE lists all)")
-    from .tune import RETRY_NOTE
+    from ..checks import RETRY_NOTE
     for r in rows:
         if r["ok"] and r["detail"].startswith(RETRY_NOTE):
             print(f"RETRIED {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}: {r['detail']}")

@@ -1,12 +1,10 @@
 """Measuring configs on a device, and the dry run that compiles/lowers every config without one."""
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime
 import itertools
 import math
-import multiprocessing
 import re
 import sys
 import time
@@ -141,46 +139,10 @@ def dry_run_jobs(specs, target_name: str) -> list:
     return out
 
 
-_TODO: list = []
-_RUN = None
-
-
-def _run_index(i: int) -> tuple:
-    # jit functions and lambdas do not pickle: forked workers take their job by index.
-    r = _RUN(_TODO[i])
-    return r.ok, r.detail, r.stats
-
-
-RETRY_NOTE = "passed on retry; first attempt: "
-
-
 def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None) -> list:
-    """[(ok, detail, stats)] per job: the ascend lowering or the CUDA compile check, in forked workers.
-
-    A failed job runs once more: triton-ascend's adapter occasionally crashes on a
-    config that lowers fine when run again. A job that passes on the retry is ok
-    with RETRY_NOTE and the first failure in its detail.
-    """
-    global _RUN
-    if check == "ascend":
-        from ..checks.ascend import run
-    else:
-        from ..checks.cuda import run
-    _TODO[:] = jobs
-    _RUN = run
-    results = []
-    ctx = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        for job, r in zip(jobs, pool.map(_run_index, range(len(jobs)), chunksize=1)):
-            results.append(r)
-            if progress:
-                progress.step(note=job.spec.name)
-        failed = [i for i, r in enumerate(results) if not r[0]]
-        for i, again in zip(failed, pool.map(_run_index, failed, chunksize=1)):
-            if again[0]:
-                results[i] = (True, RETRY_NOTE + results[i][1], again[2])
-    _TODO.clear()
-    return results
+    """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar)."""
+    from ..checks import run_checks as run
+    return run(jobs, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None)
 
 
 def result_rows(jobs: list, results: list, check: str) -> list:

@@ -11,7 +11,9 @@ config space (``--full``: the whole space).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import random
 
 from ..autotune import KERNELS, KernelSpec, Target, Variant, get_target, split_config
@@ -78,3 +80,46 @@ def print_table(rows: list, columns: list) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+
+
+_TODO: list = []
+_RUN = None
+RETRY_NOTE = "passed on retry; first attempt: "
+
+
+def _run_index(i: int) -> tuple:
+    # Jobs hold jit functions and lambdas, which do not pickle: forked workers take them by index.
+    r = _RUN(_TODO[i])
+    return r.ok, r.detail, r.stats
+
+
+def run_checks(jobs: list, check: str, workers: int, on_result=None) -> list:
+    """[(ok, detail, stats)] per job: the "ascend" lowering or the "cuda" compile check, in forked workers.
+
+    A failed job runs once more: triton-ascend's adapter occasionally crashes on a
+    config that lowers fine when run again. A job that passes on the retry is ok,
+    with RETRY_NOTE and the first failure in its detail. on_result(job) is called
+    as each first attempt finishes (progress bars).
+    """
+    global _RUN
+    if check == "ascend":
+        from .ascend import run
+    else:
+        from .cuda import run
+    _TODO[:] = jobs
+    _RUN = run
+    results = []
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+            for job, r in zip(jobs, pool.map(_run_index, range(len(jobs)), chunksize=1)):
+                results.append(r)
+                if on_result:
+                    on_result(job)
+            failed = [i for i, r in enumerate(results) if not r[0]]
+            for i, again in zip(failed, pool.map(_run_index, failed, chunksize=1)):
+                if again[0]:
+                    results[i] = (True, RETRY_NOTE + results[i][1], again[2])
+    finally:
+        _TODO.clear()
+    return results

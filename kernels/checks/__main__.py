@@ -5,9 +5,7 @@ Exit status 0 when every job passed, 1 otherwise, 2 when the environment is wron
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -20,18 +18,7 @@ def _reexec_without_interpreter() -> None:
         os.execve(sys.executable, [sys.executable, "-m", "atlas_kernels.checks", *sys.argv[1:]], env)
 
 
-_TODO: list = []
-_RUN = None
-
-
-def _run_index(i: int) -> tuple:
-    # Jobs hold jit functions and lambdas, which do not pickle: forked workers take them by index.
-    r = _RUN(_TODO[i])
-    return r.ok, r.detail, r.stats
-
-
 def main(argv=None) -> int:
-    global _RUN
     parser = argparse.ArgumentParser(prog="python -m atlas_kernels.checks", description=__doc__)
     parser.add_argument("check", choices=["ascend", "cuda"])
     parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
@@ -48,44 +35,37 @@ def main(argv=None) -> int:
 
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from atlas_kernels import _backend
-    from . import jobs, print_table
+    from . import RETRY_NOTE, Result, jobs, print_table, run_checks
     from .negative_control import NEGATIVE_CONTROL
 
     if args.check == "ascend":
         if _backend.TRITON_FLAVOUR != "triton-ascend":
             print("the ascend check needs triton-ascend (run it in the env that has it, e.g. .venv-ascend/bin/python)")
             return 2
-        from .ascend import run
         default_targets = "Ascend910B2,Ascend910_9391"
     else:
         if _backend.TRITON_FLAVOUR != "triton":
             print("the cuda check needs upstream triton (not triton-ascend)")
             return 2
-        from .cuda import run
         default_targets = "sm_90,sm_80"
     targets = (args.targets or default_targets).split(",")
     extra = [NEGATIVE_CONTROL] if args.include_negative_control else []
     todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra)
 
     if args.check == "ascend":  # the check must be able to fail: a CUDA-only kernel may not lower
-        control = jobs(targets[:1], prefix="\0", extra_specs=[NEGATIVE_CONTROL])[0]
-        if run(control).ok:
+        control = jobs(targets[:1], prefix="\0", extra_specs=[NEGATIVE_CONTROL])[:1]
+        if run_checks(control, "ascend", 1)[0][0]:
             print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
             return 1
         print("self-test: the CUDA-only negative control fails to lower, as it must")
 
-    from . import Result
     start = time.time()
-    _TODO[:] = todo
-    _RUN = run
-    ctx = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        results = [Result(job, *r) for job, r in zip(todo, pool.map(_run_index, range(len(todo)), chunksize=1))]
+    results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs))]
     elapsed = time.time() - start
 
     rows = []
     for r in results:
-        if args.quiet and r.ok:
+        if args.quiet and r.ok and not r.detail.startswith(RETRY_NOTE):
             continue
         stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
         rows.append(["ok" if r.ok else "FAIL", "shipped" if r.job.shipped else "sampled", r.job.label, stats, r.detail])

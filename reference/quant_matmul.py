@@ -1,0 +1,112 @@
+"""Reference quant_matmul and trans_quant_param (specs/ops.md §1), written for clarity.
+
+acc = x1 @ x2 in int32, then the dequant/requant epilogue in float32:
+    int32 bias is added to acc before any scaling, float bias after scaling;
+    int8 output: t = clip(rint(v), -256, 255); out = sat8(t + clip(rint(offset), -256, 255)).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .int4_pack import nz_to_nd, unpack_int4
+
+SCALE_MASK = 0xFFFFE000      # the 19 bits of a float32 scale that torch_npu keeps (sign, exponent, 10 mantissa bits)
+OFFSET_SHIFT = 37            # bits 37..45: 9-bit two's complement offset
+FLAG_BIT = 1 << 46           # always set in the encoded form
+
+
+def _float_bits(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> its bits as a non-negative int64."""
+    return x.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+
+
+def _bits_float(bits: torch.Tensor) -> torch.Tensor:
+    """Low 32 bits of an int64 -> float32."""
+    low = bits & 0xFFFFFFFF
+    return torch.where(low >= 2**31, low - 2**32, low).to(torch.int32).view(torch.float32)
+
+
+def quantize_offset(offset: torch.Tensor) -> torch.Tensor:
+    """clip(rint(offset), -256, 255) as int64."""
+    return torch.clamp(torch.round(offset.to(torch.float32)), -256, 255).to(torch.int64)
+
+
+def trans_quant_param(scale: torch.Tensor, offset: Optional[torch.Tensor] = None, round_mode: int = 0) -> torch.Tensor:
+    """float32 scale (and offset) -> int64 quant param.
+
+    bits 0..31: float bits & 0xFFFFE000 (round_mode=1: mantissa rounded to 10 bits, half to even);
+    bits 37..45: clip(rint(offset), -256, 255) as 9-bit two's complement; bit 46 set.
+    """
+    bits = _float_bits(scale)
+    if round_mode == 1:
+        bits = bits + 0xFFF + ((bits >> 13) & 1)
+    param = (bits & SCALE_MASK) | FLAG_BIT
+    if offset is not None:
+        param = param | ((quantize_offset(offset) & 0x1FF) << OFFSET_SHIFT)
+    return param
+
+
+def decode_quant_param(param: torch.Tensor) -> tuple:
+    """int64 quant param -> (float32 scale, int32 offset). Only the top 19 bits of the float count."""
+    scale = _bits_float(param & SCALE_MASK)
+    off = (param >> OFFSET_SHIFT) & 0x1FF
+    return scale, torch.where(off >= 256, off - 512, off).to(torch.int32)
+
+
+def truncate_scale(scale: torch.Tensor) -> torch.Tensor:
+    """float32 scale with the 13 low mantissa bits cleared, as trans_quant_param keeps it."""
+    return _bits_float(_float_bits(scale) & SCALE_MASK)
+
+
+def scale_is_truncated(scale_dtype: torch.dtype, has_pertoken: bool, output_dtype: torch.dtype) -> bool:
+    """torch_npu encodes a float32 scale (19 bits kept) when there is no pertoken scale and the output is fp16/int8."""
+    return scale_dtype == torch.float32 and not has_pertoken and output_dtype in (torch.float16, torch.int8)
+
+
+def unpack_operands(x1: torch.Tensor, x2: torch.Tensor) -> tuple:
+    """int4-in-int32 operands -> int32 values: x1 (m, k/8) -> (m, k); x2 (k, n/8) or (k/8, n) -> (k, n)."""
+    a = unpack_int4(x1)
+    k = a.shape[-1]
+    if x2.shape[0] == k:
+        return a, unpack_int4(x2)
+    return a, unpack_int4(x2.t().contiguous()).t()
+
+
+def quant_matmul(x1, x2, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                 x2_layout: str = "nd", x2_shape=None) -> torch.Tensor:
+    """Reference for atlas_kernels.quant_matmul (same arguments; no validation)."""
+    output_dtype = output_dtype or torch.int8
+    if x2_layout == "nz":
+        k = x1.shape[-1]
+        n = x2_shape[1] if x2_shape is not None else x2.shape[-4] * x2.shape[-1]
+        x2 = nz_to_nd(x2, k, n)
+    if x1.dtype == torch.int32:
+        x1, x2 = unpack_operands(x1, x2)
+    # float64 holds every int8 x int8 sum exactly (|acc| < 2**31 << 2**53) and runs on every device
+    acc = torch.matmul(x1.to(torch.float64), x2.to(torch.float64)).to(torch.int32)
+    if bias is not None and bias.dtype == torch.int32:
+        acc = acc + bias
+    if output_dtype == torch.int32:
+        return acc
+    embedded_offset = None
+    if scale.dtype == torch.int64:
+        s, embedded_offset = decode_quant_param(scale)
+    elif scale_is_truncated(scale.dtype, pertoken_scale is not None, output_dtype):
+        s = truncate_scale(scale)
+    else:
+        s = scale.to(torch.float32)
+    v = acc.to(torch.float32) * s
+    if pertoken_scale is not None:
+        v = v * pertoken_scale.to(torch.float32).unsqueeze(-1)
+    if bias is not None and bias.dtype != torch.int32:
+        v = v + bias.to(torch.float32)
+    if output_dtype != torch.int8:
+        return v.to(output_dtype)
+    t = torch.clamp(torch.round(v), -256, 255)
+    if offset is not None:
+        t = t + quantize_offset(offset).to(torch.float32)
+    elif embedded_offset is not None:
+        t = t + embedded_offset.to(torch.float32)
+    return torch.clamp(t, -128, 127).to(torch.int8)
