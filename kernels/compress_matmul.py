@@ -20,9 +20,10 @@ Device memory then holds only this layout: the dense weight is never written the
 0.66 of dense int8, at 80% about 0.36, at 0% about 1.16 (larger than dense: compression only pays with
 zeros -- which is also true of CANN's format, whose ratio the bench reports next to ours).
 
-In the GEMM, the prologue of every (BLOCK_K, BLOCK_N) weight tile loads the tile's mask bytes, expands
-them to bits, turns them into value indices with one cumsum along n plus the row's offset, and gathers
-only the nonzeros (masked loads: zero lanes move no bytes). No scratch memory.
+The GEMM is quant_matmul's kernel (same tiling, K loop and epilogue) with the B_SPARSE operand format:
+the prologue of every (BLOCK_K, BLOCK_N) weight tile loads the tile's mask bytes, expands them to bits,
+turns them into value indices with one cumsum along n plus the row's offset, and gathers only the
+nonzeros (masked loads: zero lanes move no bytes). No scratch memory.
 
 deq_scale (specs/compress_format.md §7): uint64 or int64, (1, n) or (1, 1) (also (n,) / (1,)). Bits 0..31
 are the fp32 scale, used as is at full fp32 precision, in all three forms sources use: zero-extended fp32
@@ -31,133 +32,23 @@ bit 46 set, 9-bit offset in 37..45). Bits 32..63 are ignored: the fp16 output ha
 """
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Optional
 
 import torch
 import triton
-import triton.language as tl
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import _backend
 from ._validate import check_tensor
-from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .autotune import pick_config, split_config
 from .compress_codec import block_geometry, compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
+from .quant_matmul import (A_INT8, B_SPARSE, BIAS_INT, BIAS_NONE, GEMM, OFFSET_NONE, SCALE_F32, SCALE_NONE,
+                           SPARSE_CHUNK, _qmm_kernel)
 from .reference import compress_matmul as ref
 
 OP = "matmul_compress_dequant"
-CHUNK = 128  # columns per offsets entry; BLOCK_N must be a multiple of it
-
-
-# ---------------------------------------------------------------- kernel
-@triton.jit
-def _load_sparse_b_tile(mask_ptr, val_ptr, off_ptr, k0, n0, K, NQ, NC, CHUNK: tl.constexpr,
-                        BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """(BLOCK_K, BLOCK_N) int8 tile of B = W^T (rows k0.., columns n0..) from the bitmap-sparse layout.
-
-    n0 is a multiple of BLOCK_N, itself a multiple of CHUNK. Rows >= K and padding columns are zero.
-    """
-    rk = k0 + tl.arange(0, BLOCK_K)
-    rq = n0 // 8 + tl.arange(0, BLOCK_N // 8)
-    k_in = rk < K
-    mbytes = tl.load(mask_ptr + rk.to(tl.int64)[:, None] * NQ + rq[None, :],
-                     mask=k_in[:, None] & (rq < NQ)[None, :], other=0)
-    bits = (mbytes.to(tl.int32)[:, :, None] >> tl.arange(0, 8)[None, None, :]) & 1
-    bits = tl.reshape(bits, (BLOCK_K, BLOCK_N))  # column 8q + j = bit j of byte q
-    # values are stored row-major, so the nonzeros of row r left of column n0 + c sit right after offset[r, n0/CHUNK]
-    first = tl.load(off_ptr + rk.to(tl.int64) * NC + n0 // CHUNK, mask=k_in, other=0)
-    idx = first[:, None] + tl.cumsum(bits, axis=1) - bits
-    return tl.load(val_ptr + idx, mask=bits != 0, other=0)
-
-
-@triton.jit
-def _cmm_kernel(a_ptr, mask_ptr, val_ptr, off_ptr, out_ptr, scale_ptr, bias_ptr, M, N, K, sam, sak, NQ, NC,
-                s_scale, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, CHUNK: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """out (M, N) = fp16((x1 @ B + bias) * scale), or int32 x1 @ B + bias without HAS_SCALE; B decoded per tile."""
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * tiles_n
-    for t in range(pid, tiles_m * tiles_n, tl.num_programs(0)):
-        first_m = (t // per_group) * GROUP_M
-        group = tl.minimum(tiles_m - first_m, GROUP_M)
-        pid_m = first_m + (t % per_group) % group
-        pid_n = (t % per_group) // group
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        n0 = pid_n * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(a_ptr + rm.to(tl.int64)[:, None] * sam + rk.to(tl.int64)[None, :] * sak,
-                        mask=(rm < M)[:, None] & (rk < K)[None, :], other=0)
-            b = _load_sparse_b_tile(mask_ptr, val_ptr, off_ptr, k0, n0, K, NQ, NC, CHUNK, BLOCK_K, BLOCK_N)
-            acc = tl.dot(a, b, acc)
-        rn = n0 + tl.arange(0, BLOCK_N)
-        n_mask = rn < N
-        if HAS_BIAS:
-            acc = acc + tl.load(bias_ptr + rn, mask=n_mask, other=0)[None, :]
-        out_ptrs = out_ptr + rm.to(tl.int64)[:, None] * N + rn[None, :]
-        o_mask = (rm < M)[:, None] & n_mask[None, :]
-        if HAS_SCALE:
-            scale = tl.load(scale_ptr + rn * s_scale, mask=n_mask, other=0)
-            tl.store(out_ptrs, (acc.to(tl.float32) * scale[None, :]).to(tl.float16), mask=o_mask)
-        else:
-            tl.store(out_ptrs, acc, mask=o_mask)
-
-
-# ---------------------------------------------------------------- config spaces
-# The decoded tile needs about 24 bytes of on-chip data per element (mask bits, cumsum, gather
-# indices, values) on top of the GEMM's own tiles, so the compressed tile is kept smaller than a dense one.
-_DECODE_BYTES_PER_ELEM = 24
-
-
-def _space(target: Target, variant: Variant) -> list:
-    configs = []
-    for bm in (16, 32, 64, 128):
-        for bn in (128, 256):
-            for bk in (32, 64, 128):
-                if target.is_ascend:
-                    # decode intermediates in half the UB; A/B tiles in half of L0A/L0B; int32 acc in L0C
-                    if (bk * bn * _DECODE_BYTES_PER_ELEM * 2 <= target.ub_bytes and bm * bk * 2 <= target.l0a_bytes
-                            and bk * bn * 2 <= target.l0b_bytes and bm * bn * 4 <= target.l0c_bytes):
-                        configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
-                elif target.backend == "cuda":
-                    for warps in (4, 8):
-                        # decode values per thread and accumulator registers both bounded: no spills
-                        if bk * bn // (32 * warps) <= 32 and bm * bn // (32 * warps) <= 64:
-                            configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
-                                            "num_warps": warps, "num_stages": 2})
-                else:
-                    configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
-    return configs
-
-
-def _default(target: Target, variant: Variant) -> dict:
-    """Decode variants (m <= 16): one m-tile covers every row, so each compressed byte is read once."""
-    decode = variant.label.endswith("-decode")
-    if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
-        return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 256 if decode else 128, "BLOCK_K": 128, "GROUP_M": 8}
-    space = _space(target, variant)
-    if target.is_ascend:
-        if decode:
-            return max((c for c in space if c["BLOCK_M"] == 16), key=lambda c: (c["BLOCK_K"] * c["BLOCK_N"], c["BLOCK_N"]))
-        return max(space, key=lambda c: (c["BLOCK_M"] * c["BLOCK_N"] / (c["BLOCK_M"] + c["BLOCK_N"]), c["BLOCK_K"]))
-    # CUDA: the decode's bits/cumsum/indices share registers with the accumulator; these compile without spills
-    if decode:
-        return {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 2}
-    return {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 2}
-
-
-_TYPES = {"a_ptr": "*i8", "mask_ptr": "*u8", "val_ptr": "*i8", "off_ptr": "*i32", "out_ptr": "*fp16",
-          "scale_ptr": "*fp32", "bias_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32", "sam": "i32", "sak": "i32",
-          "NQ": "i32", "NC": "i32", "s_scale": "i32"}
-_VARIANTS = [Variant(label, {**_TYPES, "out_ptr": "*fp16" if scale else "*i32"},
-                     {"HAS_BIAS": bias, "HAS_SCALE": scale, "CHUNK": CHUNK})
-             for label, bias, scale in (("fp16", True, True), ("fp16-decode", True, True),
-                                        ("fp16-nobias", False, True), ("int32", True, False))]
-GEMM = register_kernel(KernelSpec("compress_matmul.gemm", _cmm_kernel, _VARIANTS, _space, _default, uses_dot=True))
+CHUNK = SPARSE_CHUNK.value  # columns per offsets entry; the GEMM's BLOCK_N is a multiple of it
 
 
 # ---------------------------------------------------------------- load-time transcoding
@@ -274,6 +165,9 @@ def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> t
                          f"got {tuple(deq_scale.shape)}")
     if offset_x != 0:
         raise ValueError(f"{OP}: offset_x must be 0 (CANN supports no activation offset), got {offset_x}")
+    span = (m - 1) * abs(x1.stride(0)) + (k - 1) * abs(x1.stride(1)) if m else 0
+    if span >= 2**31 or m * n >= 2**31:  # the GEMM indexes x1 and the output with 32-bit offsets
+        raise ValueError(f"{OP}: x1 {tuple(x1.shape)} or the output ({m}, {n}) is too large for 32-bit offsets")
     return m, k, n
 
 
@@ -283,9 +177,10 @@ def _scale_view(deq_scale: torch.Tensor) -> tuple:
     return lo, (0 if deq_scale.numel() == 1 else lo.stride(0))
 
 
-def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor], deq_scale: Optional[torch.Tensor],
-          decode: Optional[bool] = None) -> torch.Tensor:
-    """Launch the compressed GEMM. deq_scale None -> int32 (m, n) = x1 @ W^T + bias (exact); else fp16."""
+def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
+          deq_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """quant_matmul's GEMM on the B_SPARSE weight. deq_scale None -> int32 (m, n) = x1 @ W^T + bias (exact);
+    else fp16 (m, n) with the fp32 scale in bits 0..31 of deq_scale."""
     m, k = x1.shape
     n = cw.n
     device = x1.device
@@ -293,15 +188,21 @@ def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor], 
     if out.numel() == 0:
         return out
     target = _backend.target_for(device)
-    decode = m <= 16 if decode is None else decode
-    label = "int32" if deq_scale is None else ("fp16-nobias" if bias is None else "fp16-decode" if decode else "fp16")
+    label = "sparse-int32" if deq_scale is None else "sparse-decode" if m <= 16 else "sparse"
     meta, opts = split_config(pick_config(GEMM.name, target, label))
+    if meta["BLOCK_N"] % CHUNK:
+        raise ValueError(f"{OP}: config BLOCK_N = {meta['BLOCK_N']} is not a multiple of {CHUNK}")
     scale, s_scale = _scale_view(deq_scale) if deq_scale is not None else (out, 0)
+    modes = {"A_FORMAT": A_INT8.value, "B_FORMAT": B_SPARSE.value,
+             "SCALE_MODE": (SCALE_F32 if deq_scale is not None else SCALE_NONE).value,
+             "OFFSET_MODE": OFFSET_NONE.value, "HAS_PERTOKEN": False,
+             "BIAS_MODE": (BIAS_NONE if bias is None else BIAS_INT).value, "REQUANT": False,
+             "A_K_UNIT": x1.stride(1) == 1, "B_K_UNIT": False, "B_N_UNIT": False}
     n_tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
-    _backend.launch(GEMM.name, _cmm_kernel, _backend.persistent_grid(n_tiles, target, uses_dot=True),
-                    x1, cw.mask, cw.values, cw.offsets, out, scale, bias if bias is not None else out,
-                    m, n, k, x1.stride(0), x1.stride(1), cw.mask.shape[1], cw.offsets.shape[1], s_scale,
-                    HAS_BIAS=bias is not None, HAS_SCALE=deq_scale is not None, CHUNK=CHUNK, **meta, **opts)
+    _backend.launch(GEMM.name, _qmm_kernel, _backend.persistent_grid(n_tiles, target, uses_dot=True),
+                    x1, cw.mask, out, scale, out, out, out if bias is None else bias.reshape(n), cw.values, cw.offsets,
+                    m, n, k, 1, 1, 1, 1, 0, 0, 0, 0, x1.stride(0), x1.stride(1), 0, 0, 0, 0, cw.mask.shape[1], 0,
+                    0, s_scale, 0, 0, **modes, **meta, **opts)
     return out
 
 

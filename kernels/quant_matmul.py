@@ -14,6 +14,8 @@ Operand formats are constexpr branches of the same kernel:
             B_NZ       x2 int8 FRACTAL_NZ (ceil(n/32), ceil(k/16), 16, 32) from atlas_kernels.nd_to_nz
             B_INT4_N   x2 int32 (k, n/8), packed along n
             B_INT4_K   x2 int32 (k/8, n), packed along k (e.g. the transpose of a contiguous (n, k/8))
+            B_SPARSE   x2 = compress_matmul's bitmap-sparse weight (mask at b_ptr, nonzeros at bv_ptr, row offsets
+                       at bo_ptr), decoded per tile in the prologue (matmul_compress_dequant)
 
 Extension point: a new B-operand format (e.g. a decompressing weight loader)
 is one more B_* constant and one more branch in ``_load_b_tile``, which must
@@ -57,6 +59,8 @@ B_ND = tl.constexpr(0)
 B_NZ = tl.constexpr(1)
 B_INT4_N = tl.constexpr(2)
 B_INT4_K = tl.constexpr(3)
+B_SPARSE = tl.constexpr(4)
+SPARSE_CHUNK = tl.constexpr(128)  # B_SPARSE: columns per row offset; BLOCK_N is a multiple of it
 SCALE_NONE = tl.constexpr(0)
 SCALE_I64 = tl.constexpr(1)
 SCALE_F32_TRUNC = tl.constexpr(2)
@@ -104,13 +108,27 @@ def _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT: tl.constexpr, BLOCK_M
 
 
 @triton.jit
-def _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr, BLOCK_K: tl.constexpr,
-                 BLOCK_N: tl.constexpr):
+def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr,
+                 BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """(BLOCK_K, BLOCK_N) int8 tile of x2 (rows k0.., columns n0..), zero outside k < K, n < N.
 
     B_INT4_K is the exception: it returns the (BLOCK_K/8, BLOCK_N) packed words, split by nibble in the K loop.
+    B_SPARSE: b_base holds the nonzero mask of x2, uint8 (K, sbk), bit j of byte q of row r = x2[r, 8q + j] != 0;
+    bv_ptr the nonzeros in row-major order; bo_ptr int32 (K, sbk / (SPARSE_CHUNK/8)), the index in bv_ptr of
+    row r's first nonzero at column >= c * SPARSE_CHUNK. Only nonzeros are loaded (masked gather).
     """
-    if B_FORMAT == B_INT4_K:
+    if B_FORMAT == B_SPARSE:
+        rk = k0 + tl.arange(0, BLOCK_K)
+        rq = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+        k_in = rk < K
+        mbytes = tl.load(b_base + rk[:, None] * sbk + rq[None, :], mask=k_in[:, None] & (rq < sbk)[None, :], other=0)
+        bits = (mbytes.to(tl.int32)[:, :, None] >> tl.arange(0, 8)[None, None, :]) & 1
+        bits = tl.reshape(bits, (BLOCK_K, BLOCK_N))  # column 8q + j = bit j of byte q
+        # row-major values: the nonzeros of row r left of column n0 + c follow offset[r, n0 / SPARSE_CHUNK]
+        first = tl.load(bo_ptr + rk * (sbk // (SPARSE_CHUNK // 8)) + n0 // SPARSE_CHUNK, mask=k_in, other=0)
+        idx = first[:, None] + tl.cumsum(bits, axis=1) - bits
+        return tl.load(bv_ptr + idx, mask=bits != 0, other=0)
+    elif B_FORMAT == B_INT4_K:
         rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
         rn = n0 + tl.arange(0, BLOCK_N)
         mask = (rw < K // 8)[:, None] & (rn < N)[None, :]
@@ -192,7 +210,7 @@ def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, s_scale, offset
 
 
 @triton.jit
-def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias_ptr,
+def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias_ptr, bv_ptr, bo_ptr,
                 M, N, K, n_batch, D1, D2, D3,
                 sa0, sa1, sa2, sa3, sam, sak, sb0, sb1, sb2, sb3, sbk, sbn,
                 s_bias, s_scale, s_offset, nz_k1,
@@ -242,12 +260,12 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 a_mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
                 aw = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak,
                              mask=a_mask, other=0)
-                bw = _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
+                bw = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
                 for j in tl.static_range(8):
                     acc = tl.dot(_nibble(aw, j), _nibble(bw, j), acc)
             else:
                 a = _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT, BLOCK_M, BLOCK_K)
-                bt = _load_b_tile(b_base, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
+                bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
                 acc = tl.dot(a, bt, acc)
         rn = n0 + tl.arange(0, BLOCK_N)
         _epilogue(acc, rm, rn, M, N, out_ptr + b.to(tl.int64) * M * N, bias_ptr + b.to(tl.int64) * s_bias,
@@ -276,13 +294,32 @@ def _ascend_fits(target: Target, bm: int, bn: int, bk: int) -> bool:
             and 2 * (bm * bk + bk * bn) <= target.l1_bytes and bm * bn * 4 * 2 <= target.ub_bytes)
 
 
+# B_SPARSE: BLOCK_N is a multiple of SPARSE_CHUNK; the decoded tile needs about 24 bytes of on-chip data per
+# element (mask bits, their cumsum, gather indices, values): half the UB on Ascend; on CUDA registers, so the
+# tile is small enough that the decode and the accumulator stay out of spills.
+_SPARSE_DECODE_BYTES = 24
+
+
+def _sparse_fits(target: Target, bm: int, bn: int, bk: int, warps: int = 4) -> bool:
+    if bn % SPARSE_CHUNK.value or bk > 128:
+        return False
+    if target.is_ascend:
+        return bk * bn * _SPARSE_DECODE_BYTES * 2 <= target.ub_bytes
+    if target.backend == "cuda":
+        return bk * bn // (32 * warps) <= 32 and bm * bn // (32 * warps) <= 64
+    return True
+
+
 def _space(target: Target, variant: Variant) -> list:
     configs = []
+    sparse = variant.constexprs["B_FORMAT"] == B_SPARSE.value
     min_bk = _min_block_k(variant)
     for bm in (16, 32, 64, 128, 256):
         for bn in (32, 64, 128, 256):
             for bk in (32, 64, 128, 256, 512):
                 if bk < min_bk:
+                    continue
+                if sparse and not _sparse_fits(target, bm, bn, bk, 8 if target.backend == "cuda" else 4):
                     continue
                 if target.is_ascend:
                     if _ascend_fits(target, bm, bn, bk):
@@ -292,7 +329,7 @@ def _space(target: Target, variant: Variant) -> list:
                     # operand ("Illegal shared layout"), so x2 packed along n stays on mma.sync tiles (BLOCK_M < 64)
                     if variant.constexprs["B_FORMAT"] == B_INT4_N.value and target.name == "sm_90" and bm >= 64:
                         continue
-                    for warps in (4, 8):
+                    for warps in ((8,) if sparse else (4, 8)):
                         for stages in (2, 3, 4):
                             smem = stages * (bm * bk + bk * bn)
                             acc_regs = bm * bn // (32 * warps)
@@ -312,6 +349,10 @@ def _default(target: Target, variant: Variant) -> dict:
     if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
         return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 256 if decode else 128, "BLOCK_K": max(min_bk, 128),
                 "GROUP_M": 8}
+    if variant.constexprs["B_FORMAT"] == B_SPARSE.value and target.backend == "cuda":
+        # from the cuda check: no spills with the decode's bits/cumsum/indices next to the accumulator
+        return {"BLOCK_M": 16 if decode else 32, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+                "num_stages": 2}
     if target.is_ascend:
         space = _space(target, variant)
         if decode:
@@ -351,7 +392,8 @@ def _variant(label, a_fmt, b_fmt, out, scale, bias=None, offset=False, pertoken=
     offset_mode = (OFFSET_TENSOR if offset else OFFSET_FROM_SCALE if out == torch.int8 and scale == torch.int64
                    else OFFSET_NONE)
     types = {"a_ptr": _PTR[x], "b_ptr": _PTR[x], "out_ptr": _PTR[out], "scale_ptr": _PTR[scale],
-             "offset_ptr": "*fp32", "pertoken_ptr": "*fp32", "bias_ptr": _PTR[bias or torch.int32], **_ARG_TYPES}
+             "offset_ptr": "*fp32", "pertoken_ptr": "*fp32", "bias_ptr": _PTR[bias or torch.int32],
+             "bv_ptr": "*i8", "bo_ptr": "*i32", **_ARG_TYPES}
     bias_mode = BIAS_NONE if bias is None else BIAS_INT if bias == torch.int32 else BIAS_FLOAT
     modes = {"A_FORMAT": a_fmt, "B_FORMAT": b_fmt, "SCALE_MODE": scale_mode, "OFFSET_MODE": offset_mode,
              "BIAS_MODE": bias_mode}
@@ -381,6 +423,18 @@ _VARIANTS += [
     _variant("i8-nd-bf16-f32bias", A_INT8, B_ND, torch.bfloat16, torch.float32, bias=torch.float32),
     _variant("i8-nd-fp16-pertoken", A_INT8, B_ND, torch.float16, torch.float32, bias=torch.float16, pertoken=True),
 ]
+
+
+def _sparse_variant(label, out) -> Variant:
+    """matmul_compress_dequant's launches: B_SPARSE x2 (uint8 mask), fp32 scale at full precision, int32 bias."""
+    v = _variant(label, A_INT8, B_SPARSE, out, torch.float32, bias=torch.int32)
+    scale_mode = SCALE_NONE if out == torch.int32 else SCALE_F32
+    return Variant(label, {**v.types, "b_ptr": "*u8"},
+                   {**v.constexprs, "SCALE_MODE": scale_mode.value, "B_K_UNIT": False, "B_N_UNIT": False})
+
+
+_VARIANTS += [_sparse_variant("sparse", torch.float16), _sparse_variant("sparse-decode", torch.float16),
+              _sparse_variant("sparse-int32", torch.int32)]
 
 GEMM = register_kernel(KernelSpec("quant_matmul.gemm", _qmm_kernel, _VARIANTS, _space, _default, uses_dot=True))
 
@@ -585,7 +639,7 @@ def _quant_matmul_op(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, of
     grid = _backend.persistent_grid(n_tiles, target, uses_dot=True)
     _backend.launch(GEMM.name, _qmm_kernel, grid, x1, x2, out, scale,
                     out if offset is None else offset, out if pertoken_scale is None else pertoken_scale,
-                    out if bias is None else bias,
+                    out if bias is None else bias, x2, x2,
                     m, n, k, math.prod(batch), sizes[1], sizes[2], sizes[3], *sa, x1.stride(-2), x1.stride(-1),
                     *sb, sbk, sbn, s_bias, _vector_stride(scale), _vector_stride(offset), nz_k1,
                     **{c: plan[c] for c in _CONSTEXPRS}, **units, **meta, **opts)

@@ -14,7 +14,7 @@ from atlas_kernels.reference import compress_matmul as ref
 from atlas_kernels.testing import assert_close, kernel_ran
 from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
 
-GEMM = "compress_matmul.gemm"
+GEMM = "quant_matmul.gemm"
 VECTORS = Path(__file__).parent / "data" / "compress"
 
 
@@ -178,6 +178,11 @@ def test_meter_each_compressed_byte_once_and_below_dense():
     assert meter.loaded + meter.stored == expected
     dense_floor = minimum_bytes([x1, w, bias, deq.view(torch.int32)[:, ::2]], out)
     assert meter.total <= 0.75 * dense_floor, meter.total / dense_floor
+    with kernel_ran(GEMM), TrafficMeter() as dense:  # quant_matmul on the dense weight, same m
+        dense_out = ak.quant_matmul(x1, w.t(), deq.view(torch.int32)[:, ::2].reshape(-1).view(torch.float32),
+                                    bias=bias, output_dtype=torch.float16)
+    assert meter.total <= 0.75 * dense.total, meter.total / dense.total
+    assert dense_out.shape == out.shape
 
 
 def test_empty_m():

@@ -65,7 +65,7 @@ def _min_bytes(x, out):
 def _extra(x, out, row):
     n, k = x["w"].shape
     extra = {"cann_ratio": x["x2"].numel() / (n * k), "ratio": x["cw"].nbytes / (n * k)}
-    if "moved_MB" in row and hasattr(ak, "quant_matmul"):  # CPU: the interpreter's traffic meter
+    if "moved_MB" in row:  # CPU: the interpreter's traffic meter
         with TrafficMeter() as dense:
             _dense(x)
         extra["dense_MB"] = dense.total / 1e6
@@ -82,6 +82,6 @@ def cases():
                     op="matmul_compress_dequant", shape=f"m{m} W{n}x{k} sparsity{sparsity:.0%}",
                     setup=_setup(m, n, k, sparsity), run=_run, reference=_reference, min_bytes=_min_bytes,
                     flops=lambda x: 2 * x["x1"].shape[0] * x["w"].numel(),
-                    baselines={"dense_quant_matmul": _dense} if hasattr(ak, "quant_matmul") else {}, extra=_extra,
+                    baselines={"dense_quant_matmul": _dense}, extra=_extra,
                     quick=(n, k, sparsity, m) == (4096, 4096, 0.5, 16)))
     return out
