@@ -42,7 +42,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from . import _backend
 from ._validate import check_tensor
 from .autotune import pick_config, split_config
-from .compress_codec import block_geometry, compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
+from .compress_codec import compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
 from .quant_matmul import (A_INT8, B_SPARSE, BIAS_INT, BIAS_NONE, GEMM, OFFSET_NONE, SCALE_F32, SCALE_NONE,
                            SPARSE_CHUNK, _qmm_kernel)
 from .reference import compress_matmul as ref
@@ -141,10 +141,11 @@ def _info_list(compress_info) -> list:
 def _check_stream(x2, compress_index, info) -> None:
     check_tensor(OP, "x2", x2, dtypes=(torch.int8,), ndim=1)
     check_tensor(OP, "compress_index", compress_index, dtypes=(torch.int8,), ndim=1)
-    blocks = len(block_geometry(info[2], info[3]))
+    k, n = info[2], info[3]
+    blocks = -(-k // (32 * 8)) * -(-n // (16 * 8))  # blocks of 8 x 8 fractals of 16 (n) x 32 (k)
     if compress_index.numel() != 8 * blocks:
-        raise ValueError(f"{OP}: compress_index must have {8 * blocks} bytes (8 per block; k={info[2]}, "
-                         f"n={info[3]} make {blocks} blocks), got {compress_index.numel()}")
+        raise ValueError(f"{OP}: compress_index must have {8 * blocks} bytes (8 per block; k={k}, "
+                         f"n={n} make {blocks} blocks), got {compress_index.numel()}")
 
 
 def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> tuple:
