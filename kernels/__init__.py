@@ -5,6 +5,8 @@ Triton's interpreter (set TRITON_INTERPRET=1 before importing).
 """
 from ._backend import TRITON_FLAVOUR, TRITON_VERSION, info  # noqa: F401  (raises a clear ImportError without Triton)
 from .autotune import warmup
+from .compress_matmul import (CompressedWeight, compress_weight, decompress_weight, matmul_compress_dequant,
+                              npu_matmul_compress_dequant, prepare_compressed_weight, pseudo_sparsify)
 from .int4_pack import (convert_weight_to_int4pack, nd_to_nz, npu_convert_weight_to_int4pack, nz_to_nd,
                         unpack_int4)
 from .nsa_compress import npu_nsa_compress, npu_nsa_compress_grad, nsa_compress
@@ -17,12 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["info", "warmup",
            "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd", "npu_convert_weight_to_int4pack",
            "quant_matmul", "trans_quant_param", "decode_quant_param", "npu_quant_matmul", "npu_trans_quant_param",
+           "matmul_compress_dequant", "npu_matmul_compress_dequant", "compress_weight", "decompress_weight",
+           "prepare_compressed_weight", "CompressedWeight", "pseudo_sparsify",
            "dequant_rope_quant_kvcache", "npu_dequant_rope_quant_kvcache",
            "nsa_compress", "npu_nsa_compress", "npu_nsa_compress_grad"]
-
-from .compress_matmul import (CompressedWeight, compress_weight, decompress_weight,  # noqa: E402
-                              matmul_compress_dequant, npu_matmul_compress_dequant, prepare_compressed_weight,
-                              pseudo_sparsify)
-
-__all__ += ["matmul_compress_dequant", "npu_matmul_compress_dequant", "compress_weight", "decompress_weight",
-            "prepare_compressed_weight", "CompressedWeight", "pseudo_sparsify"]
