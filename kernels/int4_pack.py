@@ -35,6 +35,12 @@ def _nz_offsets(rows, cols, M1, N0: tl.constexpr):
 
 
 @triton.jit
+def _tile_rows_cols(t, tiles_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Row and column indices of tile t in a row-major grid of tiles that is tiles_n tiles wide."""
+    return (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M), (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+
+
+@triton.jit
 def _pack_int4_kernel(w_ptr, out_ptr, bad_ptr, R, P, stride_wr, stride_wc, M1, N1,
                       PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -53,8 +59,7 @@ def _pack_int4_kernel(w_ptr, out_ptr, bad_ptr, R, P, stride_wr, stride_wc, M1, N
     n_tiles = tl.cdiv(r_ext, BLOCK_R) * tiles_p
     n_bad = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
     for tile in range(pid, n_tiles, tl.num_programs(0)):
-        rows = (tile // tiles_p) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = (tile % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
+        rows, cols = _tile_rows_cols(tile, tiles_p, BLOCK_R, BLOCK_P)
         valid = (rows < R)[:, None] & (cols < P)[None, :]
         base = w_ptr + rows.to(tl.int64)[:, None] * stride_wr + (cols.to(tl.int64) * PER)[None, :] * stride_wc
         packed = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
@@ -81,8 +86,7 @@ def _unpack_int4_kernel(p_ptr, out_ptr, R, P, M1, PER: tl.constexpr, NZ: tl.cons
     tiles_p = tl.cdiv(P, BLOCK_P)
     n_tiles = tl.cdiv(R, BLOCK_R) * tiles_p
     for tile in range(pid, n_tiles, tl.num_programs(0)):
-        rows = (tile // tiles_p) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = (tile % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
+        rows, cols = _tile_rows_cols(tile, tiles_p, BLOCK_R, BLOCK_P)
         valid = (rows < R)[:, None] & (cols < P)[None, :]
         if NZ:
             src = _nz_offsets(rows[:, None], cols[None, :], M1, N0)
@@ -104,8 +108,7 @@ def _nd_to_nz_kernel(x_ptr, out_ptr, M, N, stride_b, stride_m, stride_n, M1, N1,
     for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
         b = tile // tiles_per_batch
         t = tile % tiles_per_batch
-        rows = (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows, cols = _tile_rows_cols(t, tiles_n, BLOCK_M, BLOCK_N)
         valid = (rows < M)[:, None] & (cols < N)[None, :]
         src = b.to(tl.int64) * stride_b + rows.to(tl.int64)[:, None] * stride_m + cols.to(tl.int64)[None, :] * stride_n
         x = tl.load(x_ptr + src, mask=valid, other=0)
@@ -124,8 +127,7 @@ def _nz_to_nd_kernel(x_ptr, out_ptr, M, N, M1, N1, n_batch,
     for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
         b = tile // tiles_per_batch
         t = tile % tiles_per_batch
-        rows = (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows, cols = _tile_rows_cols(t, tiles_n, BLOCK_M, BLOCK_N)
         valid = (rows < M)[:, None] & (cols < N)[None, :]
         src = b.to(tl.int64) * (N1 * M1 * 16 * N0) + _nz_offsets(rows[:, None], cols[None, :], M1, N0)
         x = tl.load(x_ptr + src, mask=valid, other=0)
