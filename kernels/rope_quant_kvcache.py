@@ -400,7 +400,7 @@ def _op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Te
     def arg(t_):
         return dummy if t_ is None else t_.contiguous()
 
-    if target.backend == "cuda":
+    if target.backend != "cpu":  # both Triton flavours take this option; the interpreter does not fuse
         opts["enable_fp_fusion"] = False  # an FMA would change the RoPE result's last bit and so the cache bytes
     _backend.launch(
         KERNEL.name, _rope_quant_kvcache_kernel, grid,
