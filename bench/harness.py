@@ -157,6 +157,17 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def modelled_table(rows: list) -> list:
+    """Pivot the modelled_<label>_us[<target>] columns: one row per (case, label), one column per target."""
+    table = {}
+    for r in rows:
+        for key, value in r.items():
+            if key.startswith("modelled_"):
+                label, target = key[len("modelled_"):].rstrip("]").split("[")
+                table.setdefault((r["op"], r["shape"], label), {})[target] = value
+    return [{"op": op, "shape": shape, "figure": label, **targets} for (op, shape, label), targets in table.items()]
+
+
 def write_csv(rows: list, path: pathlib.Path) -> None:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import torch
     import atlas_kernels  # noqa: F401
     from atlas_kernels.autotune import detect_target
-    from harness import format_table, load_cases, run_case, write_csv, write_plot
+    from harness import format_table, load_cases, modelled_table, run_case, write_csv, write_plot
 
     device = torch.device(device_type)
     target = detect_target(device)
@@ -59,11 +59,10 @@ def main(argv=None) -> int:
         rows.append(run_case(case, device, target))
     print()
     print(format_table(rows))
-    modelled = [(r["op"], r["shape"], k, v) for r in rows for k, v in r.items() if k.startswith("modelled_")]
+    modelled = modelled_table(rows)
     if modelled:
-        print("\nmodelled (from the target's unverified peak figures, not measured):")
-        for op, shape, k, v in modelled:
-            print(f"  {op} {shape} {k[len('modelled_'):]} = {v:.3g}")
+        print("\nmodelled, in microseconds (from each target's unverified peak figures; not measured):")
+        print(format_table(modelled))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "results.csv")
