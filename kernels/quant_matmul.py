@@ -26,9 +26,11 @@ SCALE_* branch in ``_load_scale``.
 
 Configs: Ascend tiles are whole 16x32 int8 fractals fitting L0A/L0B (ping-pong), L0C (int32 acc) and L1,
 one program per AI core; decode (m <= 16) uses BLOCK_M = 16 so every weight byte is read once. CUDA
-defaults come from the cuda check (no spills; wgmma on sm_90). Known limit: on sm_90 Triton 3.9 cannot
-feed the in-register int4 interleave (tl.join/reshape) to wgmma ("Illegal shared layout"), so x2 packed
-along n (B_INT4_N) runs on mma.sync tiles there; x2 packed along k (B_INT4_K) uses wgmma.
+defaults come from the cuda check (no spills; wgmma on sm_90). On sm_90 Triton 3.9 cannot feed an
+in-register int4 interleave (tl.join/reshape) to wgmma's B operand ("Illegal shared layout"), so x2 packed
+along n (B_INT4_N) is unpacked nibble-major (``_nibble_major``: the tile's columns permuted, which wgmma
+takes) and the epilogue writes each column to its x2 column; x2 packed along k (B_INT4_K) splits the dot
+by nibble instead.
 
 Scale precision (matches torch_npu): an int64 scale is the trans_quant_param
 form and only its top 19 float bits count; a float32 scale is truncated to
@@ -93,6 +95,28 @@ def _interleave8(words, R: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def _nibble_major(words, R: tl.constexpr, C: tl.constexpr):
+    """(R, C) int32 words -> (R, 8*C) int8 with element j*C + c = nibble j of word c.
+
+    The columns of an int4-along-n tile in this order (not _interleave8's) go to wgmma's B operand on sm_90;
+    the epilogue maps them back (``_tile_columns``).
+    """
+    even = tl.join(tl.join(_nibble(words, 0), _nibble(words, 4)), tl.join(_nibble(words, 2), _nibble(words, 6)))
+    odd = tl.join(tl.join(_nibble(words, 1), _nibble(words, 5)), tl.join(_nibble(words, 3), _nibble(words, 7)))
+    return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 3, 4, 1)), (R, 8 * C))
+
+
+@triton.jit
+def _tile_columns(n0, B_FORMAT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """x2 column of each column of the B tile (and of the accumulator)."""
+    c = tl.arange(0, BLOCK_N)
+    if B_FORMAT == B_INT4_N:  # nibble-major: column j*(BLOCK_N/8) + q is n0 + 8q + j
+        return n0 + 8 * (c % (BLOCK_N // 8)) + c // (BLOCK_N // 8)
+    else:
+        return n0 + c
+
+
+@triton.jit
 def _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_K: tl.constexpr):
     """(BLOCK_M, BLOCK_K) int8 tile of x1, zero outside m < M, k < K."""
@@ -113,6 +137,7 @@ def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT
     """(BLOCK_K, BLOCK_N) int8 tile of x2 (rows k0.., columns n0..), zero outside k < K, n < N.
 
     B_INT4_K is the exception: it returns the (BLOCK_K/8, BLOCK_N) packed words, split by nibble in the K loop.
+    B_INT4_N: columns in the order of ``_tile_columns`` (nibble-major).
     B_SPARSE: b_base holds the nonzero mask of x2, uint8 (K, sbk), bit j of byte q of row r = x2[r, 8q + j] != 0;
     bv_ptr the nonzeros in row-major order; bo_ptr int32 (K, sbk / (SPARSE_CHUNK/8)), the index in bv_ptr of
     row r's first nonzero at column >= c * SPARSE_CHUNK. Only nonzeros are loaded (masked gather).
@@ -138,7 +163,7 @@ def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT
         rw = n0 // 8 + tl.arange(0, BLOCK_N // 8)
         mask = (rk < K)[:, None] & (rw < N // 8)[None, :]
         words = tl.load(b_base + rk[:, None] * sbk + rw[None, :] * sbn, mask=mask, other=0)
-        return _interleave8(words, BLOCK_K, BLOCK_N // 8)
+        return _nibble_major(words, BLOCK_K, BLOCK_N // 8)
     elif B_FORMAT == B_NZ:
         rk = k0 + tl.arange(0, BLOCK_K)
         rn = n0 + tl.arange(0, BLOCK_N)
@@ -267,7 +292,7 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 a = _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT, BLOCK_M, BLOCK_K)
                 bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
                 acc = tl.dot(a, bt, acc)
-        rn = n0 + tl.arange(0, BLOCK_N)
+        rn = _tile_columns(n0, B_FORMAT, BLOCK_N)
         _epilogue(acc, rm, rn, M, N, out_ptr + b.to(tl.int64) * M * N, bias_ptr + b.to(tl.int64) * s_bias,
                   scale_ptr, s_scale, offset_ptr, s_offset, pertoken_ptr,
                   SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
@@ -325,9 +350,10 @@ def _space(target: Target, variant: Variant) -> list:
                     if _ascend_fits(target, bm, bn, bk):
                         configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
                 elif target.backend == "cuda":
-                    # Triton 3.9 cannot feed the in-register int4 interleave (join/reshape) to wgmma's shared B
-                    # operand ("Illegal shared layout"), so x2 packed along n stays on mma.sync tiles (BLOCK_M < 64)
-                    if variant.constexprs["B_FORMAT"] == B_INT4_N.value and target.name == "sm_90" and bm >= 64:
+                    # wgmma (sm_90, 64-row tiles) takes the nibble-major int4 tile only with >= 8 columns per
+                    # nibble; BLOCK_N = 32 fails there with "Illegal shared layout"
+                    if (variant.constexprs["B_FORMAT"] == B_INT4_N.value and target.name == "sm_90" and bm >= 64
+                            and bn < 64):
                         continue
                     for warps in ((8,) if sparse else (4, 8)):
                         for stages in (2, 3, 4):
@@ -365,9 +391,6 @@ def _default(target: Target, variant: Variant) -> dict:
     b_fmt = variant.constexprs["B_FORMAT"]
     if b_fmt == B_INT4_K.value:
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
-    if b_fmt == B_INT4_N.value:  # mma.sync: see _space on wgmma
-        bm = 16 if decode else (32 if target.name == "sm_90" else 64)
-        return {"BLOCK_M": bm, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
     if target.name == "sm_90":  # wgmma needs a 64-row warpgroup tile; for decode the extra rows are masked
         return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
     return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,

@@ -389,3 +389,8 @@ def test_config_spaces_respect_the_hardware():
             assert spec.default(t, v) in spec.space(t, v), (name, v.label)
             for c in spec.space(t, v):
                 assert c.get("num_stages", 1) * (c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] <= t.smem_bytes
+    sm90 = get_target("sm_90")
+    for v in spec.variants:
+        if v.label.startswith("i4-n"):  # wgmma tiles; its nibble-major B operand needs >= 8 columns per nibble
+            assert spec.default(sm90, v)["BLOCK_M"] >= 64, v.label
+            assert all(c["BLOCK_N"] >= 64 for c in spec.space(sm90, v) if c["BLOCK_M"] >= 64), v.label
