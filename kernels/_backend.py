@@ -118,7 +118,7 @@ def info() -> dict:
                 target = detect_target(torch.device("npu", 0)).name
         except Exception as e:  # CANN missing or broken: report, don't fail
             devices.append(f"npu unavailable ({type(e).__name__}: {e})")
-    backend = "npu" if "npu" in devices else "cuda" if len(devices) > 1 else "cpu"
+    backend = "npu" if "npu" in devices else "cuda" if torch.cuda.is_available() else "cpu"
     return {
         "backend": backend,
         "target": target,
