@@ -35,7 +35,8 @@ def main(argv=None) -> int:
 
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from atlas_kernels import _backend
-    from . import RETRY_NOTE, Result, jobs, print_table, run_checks
+    from ..autotune import get_target
+    from . import RETRY_NOTE, Job, Result, jobs, print_table, run_checks
     from .negative_control import NEGATIVE_CONTROL
 
     if args.check == "ascend":
@@ -53,8 +54,9 @@ def main(argv=None) -> int:
     todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra)
 
     if args.check == "ascend":  # the check must be able to fail: a CUDA-only kernel may not lower
-        control = jobs(targets[:1], prefix="\0", extra_specs=[NEGATIVE_CONTROL])[:1]
-        if run_checks(control, "ascend", 1)[0][0]:
+        spec, variant, target = NEGATIVE_CONTROL, NEGATIVE_CONTROL.variants[0], get_target(targets[0])
+        control = Job(spec, variant, target, spec.default(target, variant), shipped=True)
+        if run_checks([control], "ascend", 1)[0][0]:
             print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
             return 1
         print("self-test: the CUDA-only negative control fails to lower, as it must")
