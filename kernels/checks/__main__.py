@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="every config of every space, not a sample")
     parser.add_argument("--sample", type=int, default=2, help="configs sampled per space besides the shipped one")
     parser.add_argument("--include-negative-control", action="store_true",
-                        help="also check the CUDA-only negative control as an ordinary job (it must fail)")
+                        help="also check the negative controls as ordinary jobs (they must fail)")
+    parser.add_argument("--all-socs", action="store_true",
+                        help="ascend: every supported A2/A3 SoC in the registry (default: Ascend910B2, Ascend910_9391)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
     parser.add_argument("--json", help="write every result to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
@@ -37,29 +39,46 @@ def main(argv=None) -> int:
     from atlas_kernels import _backend
     from ..autotune import get_target
     from . import RETRY_NOTE, Job, Result, jobs, print_table, run_checks
-    from .negative_control import NEGATIVE_CONTROL
+    from ..autotune.targets import ASCEND_TARGETS
+    from .negative_control import NEGATIVE_CONTROL, UB_FITS_CONTROL, UB_OVERFLOW_CONTROL
 
     if args.check == "ascend":
         if _backend.TRITON_FLAVOUR != "triton-ascend":
             print("the ascend check needs triton-ascend (run it in the env that has it, e.g. .venv-ascend/bin/python)")
             return 2
-        default_targets = "Ascend910B2,Ascend910_9391"
+        from .ascend import ToolMissing, bishengir_compile
+        try:
+            bishengir_compile()
+        except ToolMissing as e:
+            print(e)
+            return 2
+        default_targets = ",".join(ASCEND_TARGETS) if args.all_socs else "Ascend910B2,Ascend910_9391"
     else:
         if _backend.TRITON_FLAVOUR != "triton":
             print("the cuda check needs upstream triton (not triton-ascend)")
             return 2
         default_targets = "sm_90,sm_80"
     targets = (args.targets or default_targets).split(",")
-    extra = [NEGATIVE_CONTROL] if args.include_negative_control else []
+    extra = [NEGATIVE_CONTROL, UB_OVERFLOW_CONTROL] if args.include_negative_control else []
     todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra)
 
-    if args.check == "ascend":  # the check must be able to fail: a CUDA-only kernel may not lower
-        spec, variant, target = NEGATIVE_CONTROL, NEGATIVE_CONTROL.variants[0], get_target(targets[0])
-        control = Job(spec, variant, target, spec.default(target, variant), shipped=True)
-        if run_checks([control], "ascend", 1)[0][0]:
+    if args.check == "ascend":  # the check must be able to fail: on a CUDA-only call and on a UB overflow
+        target = get_target(targets[0])
+        controls = [Job(s, s.variants[0], target, s.default(target, s.variants[0]), shipped=True)
+                    for s in (NEGATIVE_CONTROL, UB_OVERFLOW_CONTROL, UB_FITS_CONTROL)]
+        cuda_only, overflow, fits = [Result(j, *r) for j, r in zip(controls, run_checks(controls, "ascend", 1))]
+        if cuda_only.ok:
             print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
             return 1
-        print("self-test: the CUDA-only negative control fails to lower, as it must")
+        if overflow.ok or "ub overflow" not in overflow.detail:
+            print(f"SELF-TEST FAILED: a 65536-element fp32 add compiled or failed otherwise ({overflow.detail or 'ok'});"
+                  " this check cannot catch UB overflows")
+            return 1
+        if not fits.ok:
+            print(f"SELF-TEST FAILED: a 1024-element fp32 add did not compile: {fits.detail}")
+            return 1
+        print("self-test: the CUDA-only control fails to lower and the 65536-element add overflows the UB "
+              f"({overflow.detail}), as they must; the 1024-element add compiles (UB {fits.stats.get('ub')} bytes)")
 
     start = time.time()
     results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs))]

@@ -1,23 +1,142 @@
-"""Ascend lowering check: TTIR -> Linalg through triton-ascend's adapter (triton-adapter-opt), no CANN needed."""
+"""Ascend compile check: both halves of the Ascend compiler, everything before CANN's machine-code step.
+
+1. triton-ascend's adapter lowers TTIR -> Linalg (``triton-adapter-opt``, in the triton-ascend wheel);
+2. ``bishengir-compile`` (PyPI ``ascendnpu-ir``) runs HFusion and HIVM with the options triton-ascend
+   3.2.0 passes for A2/A3, which is where the UB, L1 and L0 are planned. It stops at CANN's ``hivmc``
+   with "External hivmc run fails": that line means every stage before machine code passed.
+
+A job passes only then. Its stats are the on-chip bytes PlanMemory gave each address space, read from
+the final HIVM IR that ``--save-temps`` keeps (``hivm.hir.pointer_cast`` offsets plus buffer sizes).
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+import warnings
 
 from . import Job, Result, signature
 
-_ALLOC = re.compile(r"memref\.alloc\(\)[^:]*:\s*memref<([0-9x]+)x(i1|i8|i16|i32|i64|f16|bf16|f32|f64)")
-_BITS = {"i1": 8, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "f16": 16, "bf16": 16, "f32": 32, "f64": 64}
+# what triton-ascend 3.2.0's linalg_to_bin_enable_npu_compile_A2_A3 passes (NPUOptions defaults on A2/A3)
+BISHENG_OPTIONS = ("--enable-auto-multi-buffer=true", "--enable-auto-bind-sub-block=true",
+                   "--enable-hfusion-compile=true", "--enable-hivm-compile=true",
+                   "--enable-triton-kernel-compile=true")
+REACHED_HIVMC = "External hivmc run fails"
+SPACES = {"ub": "ub", "cbuf": "l1", "cc": "l0c", "ca": "l0a", "cb": "l0b"}  # HIVM address space -> our name
+_BITS = {"i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "f16": 16, "bf16": 16, "f32": 32, "f64": 64}
+_CONST = re.compile(r"(%[\w.$-]+) = arith\.constant (-?\d+) : i64")
+_CAST = re.compile(r"hivm\.hir\.pointer_cast\(([^)]*)\)[^:\n]*:\s*memref<((?:\d+x)*)([a-z]+\d+)[^\n]*?"
+                   r"#hivm\.address_space<(\w+)>")
+_OVERFLOW = re.compile(r"(ub|cbuf|l1|cc|l0c)\w* overflow, requires (\d+) bits while (\d+) bits available", re.I)
 
 
-def alloc_bytes(linalg: str) -> int:
-    """Bytes of on-chip buffers (memref.alloc) in the lowered IR: a rough UB footprint."""
-    total = 0
-    for dims, ty in _ALLOC.findall(linalg):
-        n = 1
-        for d in dims.split("x"):
-            n *= int(d)
-        total += n * _BITS[ty] // 8
-    return total
+class ToolMissing(RuntimeError):
+    """bishengir-compile is not installed: the check cannot run (exit 2, not a kernel failure)."""
+
+
+def bishengir_compile() -> str:
+    """Path of bishengir-compile: $ATLAS_BISHENGIR_COMPILE, the ascendnpu-ir wheel, or $PATH."""
+    path = os.environ.get("ATLAS_BISHENGIR_COMPILE")
+    if not path:
+        try:
+            import ascendnpuir
+            path = os.path.join(os.path.dirname(ascendnpuir.__file__), "bin", "bishengir-compile")
+        except ImportError:
+            path = shutil.which("bishengir-compile") or ""
+    if not path or not os.path.exists(path):
+        raise ToolMissing("bishengir-compile not found: pip install ascendnpu-ir==1.2.0 in the triton-ascend env "
+                          "(or set ATLAS_BISHENGIR_COMPILE)")
+    return path
+
+
+def planned_bytes(hivm: str) -> dict:
+    """{space: bytes} that PlanMemory placed in each on-chip address space: max(offset + size) of its buffers."""
+    consts = {name: int(v) for name, v in _CONST.findall(hivm)}
+    peak: dict = {}
+    for args, dims, ty, space in _CAST.findall(hivm):
+        if space not in SPACES or ty not in _BITS:
+            continue
+        elems = 1
+        for d in dims.rstrip("x").split("x") if dims else ():
+            elems *= int(d)
+        size = -(-elems * _BITS[ty] // 8)
+        for arg in filter(None, (a.strip() for a in args.split(","))):
+            if arg not in consts:
+                raise ValueError(f"pointer_cast offset {arg} is not an i64 constant in the HIVM IR")
+            peak[SPACES[space]] = max(peak.get(SPACES[space], 0), consts[arg] + size)
+    return peak
+
+
+def _cache_dir() -> str:
+    root = os.environ.get("ATLAS_KERNELS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                      "atlas_kernels")
+    return os.path.join(root, "bisheng")
+
+
+def _cached(key: str):
+    path = os.path.join(_cache_dir(), key + ".json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            got = json.load(f)
+        return got["ok"], got["detail"], got["stats"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"ignoring unreadable bishengir verdict cache {path}: {e}")
+        return None
+
+
+def _store(key: str, verdict: tuple) -> None:
+    os.makedirs(_cache_dir(), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=_cache_dir(), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(zip(("ok", "detail", "stats"), verdict)), f)
+    os.replace(tmp, os.path.join(_cache_dir(), key + ".json"))
+
+
+def compile_linalg(linalg: str, soc: str, timeout: float = 300) -> tuple:
+    """(ok, detail, stats) of bishengir-compile on one Linalg module for SoC ``soc``.
+
+    stats: planned bytes per on-chip space (ub, l1, l0c, ...), or {"ub_required": N} on an overflow.
+    Verdicts are cached by a hash of the compiler, its options, the target and the Linalg.
+    """
+    tool = bishengir_compile()
+    key = hashlib.sha256("\0".join([str(os.path.getsize(tool)), *BISHENG_OPTIONS, soc, linalg]).encode()).hexdigest()
+    hit = _cached(key)
+    if hit is not None:
+        return hit
+    with tempfile.TemporaryDirectory(prefix="atlas-bisheng-") as tmp:
+        src = os.path.join(tmp, "kernel.ttadapter.mlir")
+        with open(src, "w") as f:
+            f.write(linalg)
+        cmd = [tool, src, f"--target={soc}", *BISHENG_OPTIONS, f"--save-temps={tmp}/temps",
+               "-o", os.path.join(tmp, "kernel")]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, f"bishengir-compile timed out after {timeout:.0f}s", {}  # not cached: may be load
+        out = proc.stdout + proc.stderr
+        hivm_path = os.path.join(tmp, "temps", "module.hivm.opt.mlir")
+        if REACHED_HIVMC in out and os.path.exists(hivm_path):
+            with open(hivm_path) as f:
+                verdict = (True, "", planned_bytes(f.read()))
+        else:
+            over = _OVERFLOW.search(out)
+            if over:
+                space, need, have = over.group(1).lower(), int(over.group(2)), int(over.group(3))
+                verdict = (False, f"{space} overflow: needs {need // 8} bytes, {have // 8} available",
+                           {f"{SPACES.get(space, space)}_required": need // 8})
+            elif proc.returncode < 0 or "Stack dump" in out or "PLEASE submit a bug report" in out:
+                verdict = (False, f"bishengir-compile crashed (status {proc.returncode})", {})
+            else:
+                errors = [ln.strip() for ln in out.splitlines() if "error" in ln.lower() and "hivmc" not in ln]
+                verdict = (False, "bishengir-compile: " + (errors[0] if errors else out.strip()[-200:]), {})
+    _store(key, verdict)
+    return verdict
 
 
 def lower(job: Job) -> str:
@@ -44,13 +163,21 @@ def lower(job: Job) -> str:
     return stages["ttadapter"](module, metadata)
 
 
+def _first_error(e: Exception) -> str:
+    stderr = getattr(e, "stderr", b"") or b""
+    msg = (stderr.decode(errors="replace") if isinstance(stderr, bytes) else str(stderr)) or str(e)
+    lines = msg.strip().splitlines()
+    first = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+    return f"{type(e).__name__}: {first}"[:300]
+
+
 def run(job: Job) -> Result:
     try:
         linalg = lower(job)
     except Exception as e:  # noqa: BLE001 - report any lowering failure
-        stderr = getattr(e, "stderr", b"") or b""
-        msg = (stderr.decode(errors="replace") if isinstance(stderr, bytes) else str(stderr)) or str(e)
-        first = next((line for line in msg.splitlines() if "error" in line.lower()), msg.strip().splitlines()[-1:] or [""])
-        return Result(job, False, f"{type(e).__name__}: {first if isinstance(first, str) else first[0]}"[:300])
-    ub = alloc_bytes(linalg)
-    return Result(job, True, stats={"alloc_bytes": ub, "ub_bytes": job.target.ub_bytes})
+        return Result(job, False, "Linalg lowering: " + _first_error(e))
+    ok, detail, stats = compile_linalg(linalg, job.target.name)
+    stats = {**stats, "ub_size": job.target.ub_bytes}
+    if ok and stats.get("ub", 0) > job.target.ub_bytes:  # PlanMemory never does this; say so if it ever does
+        return Result(job, False, f"planned UB {stats['ub']} bytes exceeds the target's {job.target.ub_bytes}", stats)
+    return Result(job, ok, detail, stats)

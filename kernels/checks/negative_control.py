@@ -1,4 +1,9 @@
-"""A kernel that must NOT pass the Ascend lowering check: it calls a CUDA-only libdevice function."""
+"""Kernels that must NOT pass the Ascend compile check (its self-tests).
+
+- ``cuda_only``: calls a CUDA-only libdevice function; the TTIR -> Linalg adapter rejects it.
+- ``ub_overflow``: a plain vector add whose 65536-element fp32 tiles (256 KiB each) cannot fit the 192 KiB UB;
+  only bishengir's memory planning rejects it.
+"""
 import triton
 import triton.language as tl
 
@@ -12,7 +17,23 @@ def cuda_only_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     tl.store(y_ptr + offs, tl.extra.cuda.libdevice.rint(x), mask=offs < n)
 
 
+@triton.jit
+def vector_add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
+
+
 NEGATIVE_CONTROL = KernelSpec(
     name="negative_control.cuda_only", fn=cuda_only_kernel,
     variants=[Variant("fp32", {"x_ptr": "*fp32", "y_ptr": "*fp32", "n": "i32"})],
     space=lambda t, v: [{"BLOCK": 256}], default=lambda t, v: {"BLOCK": 256})
+
+_ADD = Variant("fp32", {"x_ptr": "*fp32", "y_ptr": "*fp32", "out_ptr": "*fp32", "n": "i32"})
+UB_OVERFLOW_CONTROL = KernelSpec(
+    name="negative_control.ub_overflow", fn=vector_add_kernel, variants=[_ADD],
+    space=lambda t, v: [{"BLOCK": 65536}], default=lambda t, v: {"BLOCK": 65536})
+# its positive twin: the same kernel at 1024 elements compiles (the self-test checks both)
+UB_FITS_CONTROL = KernelSpec(
+    name="negative_control.ub_fits", fn=vector_add_kernel, variants=[_ADD],
+    space=lambda t, v: [{"BLOCK": 1024}], default=lambda t, v: {"BLOCK": 1024})
