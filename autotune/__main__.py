@@ -145,7 +145,7 @@ def dry_run(args) -> int:
             continue
         n_ok = sum(r["ok"] for r in mine_rows)
         retried = sum(r["ok"] and r["detail"].startswith(RETRY_NOTE) for r in mine_rows)
-        check = "Ascend lowering" if checks[name] == "ascend" else "CUDA compile"
+        check = "Ascend compile" if checks[name] == "ascend" else "CUDA compile"
         print(f"{name} ({check}): {len(mine_rows)} configs, {n_ok} passed"
               + (f" ({retried} on a retry)" if retried else "") + f", {len(mine_rows) - n_ok} failed")
     print(f"({elapsed:.1f}s)")

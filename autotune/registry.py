@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 from .targets import Target
@@ -63,6 +64,9 @@ class KernelSpec:
 
     space(target, variant) -> list of configs (dicts of tuned constexprs, plus
         optional num_warps / num_stages), already pruned by the target's limits.
+        register_kernel keeps this function as ``candidates`` and narrows
+        ``space`` on Ascend targets to the candidates that bishengir compiled
+        (autotune/ascend_verdicts.json, see verdicts.py).
     default(target, variant) -> the derived default config for that target.
     tuning: how the tuner measures it on a device (None: dry run only).
     """
@@ -74,6 +78,7 @@ class KernelSpec:
     default: Callable[[Target, Variant], dict]
     uses_dot: bool = False
     tuning: Optional[Tuning] = None
+    candidates: Optional[Callable[[Target, Variant], list]] = None
 
     def variant(self, label: str) -> Variant:
         for v in self.variants:
@@ -85,9 +90,17 @@ class KernelSpec:
 KERNELS: dict[str, KernelSpec] = {}
 
 
+def _compiled_space(spec: KernelSpec, target: Target, variant: Variant) -> list:
+    configs = spec.candidates(target, variant)
+    return verdicts.compiled(spec.name, variant.label, configs, target) if target.is_ascend else configs
+
+
 def register_kernel(spec: KernelSpec) -> KernelSpec:
     if spec.name in KERNELS and KERNELS[spec.name].fn is not spec.fn:
         raise ValueError(f"kernel {spec.name!r} registered twice")
+    if spec.candidates is None:
+        spec.candidates = spec.space
+        spec.space = functools.partial(_compiled_space, spec)
     KERNELS[spec.name] = spec
     return spec
 
@@ -127,4 +140,4 @@ def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()
     return dict(store.resolve(kernel, target, variant, tuple(shape_key)).config)
 
 
-from . import store  # noqa: E402  (store reads KERNELS, defined above)
+from . import store, verdicts  # noqa: E402  (store reads KERNELS, defined above)

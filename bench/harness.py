@@ -132,6 +132,7 @@ def run_case(case: BenchCase, device: torch.device, target) -> dict:
             row[f"{label}_ms"] = _time_ms(lambda: fn(inputs))
     if case.extra:
         row.update(case.extra(inputs, out, row))
+    row["plan"] = ascend_plan(case, inputs)
     if case.modelled:
         from atlas_kernels.autotune import ASCEND_TARGETS, get_target
         for tname in ASCEND_TARGETS:
@@ -140,10 +141,67 @@ def run_case(case: BenchCase, device: torch.device, target) -> dict:
     return row
 
 
+PLAN_TARGETS = ("Ascend910B2", "Ascend910B4", "Ascend910_9391", "Ascend910_9362")
+
+
+def ascend_plan(case: BenchCase, inputs: dict) -> list:
+    """What each launch of ``case`` would be on the Ascend targets, without running it.
+
+    The op's launcher runs with the target forced to each SoC and its kernel launches recorded instead
+    of made: kernel, the variant and config that pick_config chose, tiles (from persistent_grid) and
+    grid. Planned UB comes from bishengir's stored verdicts (autotune/ascend_verdicts.json). Outputs of
+    the skipped launches are never read.
+    """
+    from unittest import mock
+    from atlas_kernels import _backend
+    from atlas_kernels.autotune import KERNELS, get_target, store, verdicts
+
+    rows = {}
+    for tname in PLAN_TARGETS:
+        target = get_target(tname)
+        picked, tiles, seen = [], [], []
+        resolve, grid_of = store.resolve, _backend.persistent_grid
+
+        def record_resolve(kernel, t, variant, shape_key=()):
+            choice = resolve(kernel, t, variant, shape_key)
+            picked.append((kernel, variant, choice.config))
+            return choice
+
+        def record_grid(n_tiles, t, uses_dot=False):
+            tiles.append(n_tiles)
+            return grid_of(n_tiles, t, uses_dot)
+
+        def record_launch(name, kernel, grid, *args, **kwargs):
+            variant, config = next(((v, c) for k, v, c in reversed(picked) if k == name), (None, {}))
+            seen.append((name, variant, config, tiles[-1] if tiles else None, grid[0]))
+
+        with mock.patch.object(_backend, "target_for", lambda device: target), \
+                mock.patch.object(store, "resolve", record_resolve), \
+                mock.patch.object(_backend, "persistent_grid", record_grid), \
+                mock.patch.object(_backend, "launch", record_launch):
+            try:
+                case.run(inputs)
+            except Exception:  # noqa: BLE001 - a launcher reading its skipped kernel's output may fail after
+                pass           # its launches were recorded; those are all we need
+        for i, (name, variant, config, n_tiles, grid) in enumerate(seen):
+            spec = KERNELS[name]
+            row = rows.setdefault((i, name), {"op": case.op, "shape": case.shape, "kernel": f"{name}[{variant}]",
+                                              "config": ",".join(f"{k}={v}" for k, v in config.items())})
+            got = verdicts.verdict(name, variant, config, target) if variant else None
+            if got and got.get("ok"):
+                row["ub_planned"] = f"{got['ub'] / target.ub_bytes:.0%} of {target.ub_bytes // 1024} KiB"
+            elif "ub_planned" not in row:
+                row["ub_planned"] = "no verdict" if got is None else "FAILS: " + got.get("detail", "")[:40]
+            cores = target.programs(spec.uses_dot)
+            busy = f"{n_tiles}/{cores} ({min(n_tiles, cores) / cores:.0%})" if n_tiles is not None else f"grid {grid}"
+            row[f"tiles/cores[{tname}]"] = busy
+    return list(rows.values())
+
+
 def format_table(rows: list) -> str:
     if not rows:
         return "(no cases)"
-    cols = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("modelled_")))
+    cols = list(dict.fromkeys(k for r in rows for k in r if not k.startswith(("modelled_", "plan"))))
 
     def fmt(v):
         if isinstance(v, float):
@@ -169,9 +227,9 @@ def modelled_table(rows: list) -> list:
 
 
 def write_csv(rows: list, path: pathlib.Path) -> None:
-    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cols = list(dict.fromkeys(k for r in rows for k in r if k != "plan"))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=cols)
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 

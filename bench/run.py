@@ -63,6 +63,11 @@ def main(argv=None) -> int:
     if modelled:
         print("\nmodelled, in microseconds (from each target's unverified peak figures; not measured):")
         print(format_table(modelled))
+    plan = [p for r in rows for p in r["plan"]]
+    if plan:
+        print("\nAscend launch plan: the config each launch picks on A2/A3, the UB that bishengir planned for it "
+              "(stored verdicts) and output tiles per core (modelled: no NPU ran these):")
+        print(format_table(plan))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "results.csv")

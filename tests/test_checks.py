@@ -1,6 +1,7 @@
 """The hardware-free checks themselves: they pass on our kernels and fail on a CUDA-only kernel."""
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -25,18 +26,40 @@ def run_check(python, *args):
                           cwd=ROOT, timeout=600)
 
 
-def test_ascend_check_rejects_the_cuda_only_negative_control():
-    r = run_check(ascend_python(), "ascend", "--kernels", "negative_control", "--include-negative-control")
+def test_ascend_check_rejects_both_negative_controls():
+    # one fails in the Linalg adapter (a CUDA-only call), the other only in bishengir's UB planning
+    r = run_check(ascend_python(), "ascend", "--kernels", "negative_control", "--include-negative-control",
+                  "--targets", "Ascend910B2")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAIL" in r.stdout and "negative_control.cuda_only" in r.stdout
+    lines = r.stdout.splitlines()
+    cuda_only = next(ln for ln in lines if "negative_control.cuda_only" in ln)
+    overflow = next(ln for ln in lines if "negative_control.ub_overflow" in ln)
+    assert cuda_only.startswith("FAIL") and "Linalg lowering" in cuda_only
+    assert overflow.startswith("FAIL") and "ub overflow: needs 524288 bytes, 196608 available" in overflow
     assert "0 passed, 2 failed" in r.stdout
 
 
-def test_ascend_check_lowers_a_real_kernel():
-    r = run_check(ascend_python(), "ascend", "--kernels", "int4_pack.pack", "--sample", "1")
+def test_ascend_check_compiles_a_real_kernel_through_bishengir():
+    r = run_check(ascend_python(), "ascend", "--kernels", "int4_pack.unpack", "--sample", "1")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "self-test: the CUDA-only negative control fails to lower" in r.stdout
+    assert "self-test: the CUDA-only control fails to lower and the 65536-element add overflows the UB" in r.stdout
     assert " 0 failed" in r.stdout
+    planned = [int(v) for v in re.findall(r"\bub=(\d+)", r.stdout)]
+    assert planned and all(0 < ub <= 196608 for ub in planned), r.stdout
+
+
+def test_planned_bytes_reads_pointer_casts_of_the_hivm_ir():
+    from atlas_kernels.checks.ascend import planned_bytes
+    hivm = """
+    %c0_i64 = arith.constant 0 : i64
+    %c4096_i64 = arith.constant 4096 : i64
+    %c100_i64 = arith.constant 100 : i64
+    %0 = hivm.hir.pointer_cast(%c0_i64) : memref<16x64xf32, #hivm.address_space<ub>>
+    %1 = hivm.hir.pointer_cast(%c4096_i64, %c0_i64) : memref<8x16x256xi1, #hivm.address_space<ub>>
+    %2 = hivm.hir.pointer_cast(%c100_i64) : memref<32x32xi32, strided<[32, 1]>, #hivm.address_space<cc>>
+    %3 = hivm.hir.pointer_cast(%c0_i64) : memref<4xi64, #hivm.address_space<gm>>
+    """
+    assert planned_bytes(hivm) == {"ub": 4096 + 4096, "l0c": 100 + 4096}
 
 
 def test_cuda_check_compiles_and_reports_resources():

@@ -57,18 +57,33 @@ def signature(spec: KernelSpec, variant: Variant, config: dict) -> tuple[dict, d
     return sig, {k: v for k, v in constexprs.items() if k in sig}
 
 
-def jobs(target_names, full: bool = False, prefix: str = "", sample: int = 2, extra_specs=()) -> list:
-    """Every (kernel, variant, target, config) to check: shipped configs plus a sample of each space."""
+def shipped_configs(spec: KernelSpec, variant: Variant, target: Target) -> list:
+    """The derived default and every entry of the shipped store for this kernel variant (what launches use)."""
+    from ..autotune import store
+    configs = [spec.default(target, variant)]
+    for entry in store.read(store.store_file(store.SHIPPED_DIR, target.name), target.name):
+        if entry.kernel == spec.name and entry.variant == variant.label and entry.config not in configs:
+            configs.append(entry.config)
+    return configs
+
+
+def jobs(target_names, full: bool = False, prefix: str = "", sample: int = 2, extra_specs=(),
+         candidates: bool = False) -> list:
+    """Every (kernel, variant, target, config) to check: shipped configs plus a sample of each space.
+
+    candidates: every candidate of each space (``KernelSpec.candidates``, before the Ascend verdicts).
+    """
     out = []
     specs = [s for n, s in sorted(KERNELS.items()) if n.startswith(prefix)] + list(extra_specs)
     for tname in target_names:
         target = get_target(tname)
         for spec in specs:
             for variant in spec.variants:
-                shipped = spec.default(target, variant)
-                out.append(Job(spec, variant, target, shipped, True))
-                space = [c for c in spec.space(target, variant) if c != shipped]
-                if not full:
+                shipped = shipped_configs(spec, variant, target)
+                out.extend(Job(spec, variant, target, c, True) for c in shipped)
+                space = (spec.candidates or spec.space) if candidates else spec.space
+                space = [c for c in space(target, variant) if c not in shipped]
+                if not (full or candidates):
                     rng = random.Random(f"{spec.name}/{variant.label}/{tname}")
                     space = rng.sample(space, min(sample, len(space)))
                 out.extend(Job(spec, variant, target, c, False) for c in space)

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from . import print_table
+
 
 def _reexec_without_interpreter() -> None:
     # @triton.jit returns interpreter wrappers under TRITON_INTERPRET=1; compiling needs the real JITFunction.
@@ -29,6 +31,9 @@ def main(argv=None) -> int:
                         help="also check the negative controls as ordinary jobs (they must fail)")
     parser.add_argument("--all-socs", action="store_true",
                         help="ascend: every supported A2/A3 SoC in the registry (default: Ascend910B2, Ascend910_9391)")
+    parser.add_argument("--write-verdicts", action="store_true",
+                        help="ascend: compile every candidate config on the first target and store the verdicts "
+                             "(autotune/ascend_verdicts.json) that narrow the Ascend config spaces")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
     parser.add_argument("--json", help="write every result to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
@@ -38,7 +43,7 @@ def main(argv=None) -> int:
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from atlas_kernels import _backend
     from ..autotune import get_target
-    from . import RETRY_NOTE, Job, Result, jobs, print_table, run_checks
+    from . import RETRY_NOTE, Job, Result, jobs, run_checks
     from ..autotune.targets import ASCEND_TARGETS
     from .negative_control import NEGATIVE_CONTROL, UB_FITS_CONTROL, UB_OVERFLOW_CONTROL
 
@@ -60,7 +65,13 @@ def main(argv=None) -> int:
         default_targets = "sm_90,sm_80"
     targets = (args.targets or default_targets).split(",")
     extra = [NEGATIVE_CONTROL, UB_OVERFLOW_CONTROL] if args.include_negative_control else []
-    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra)
+    if args.write_verdicts:
+        if args.check != "ascend":
+            print("--write-verdicts is for the ascend check")
+            return 2
+        targets = targets[:1]
+    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra,
+                candidates=args.write_verdicts)
 
     if args.check == "ascend":  # the check must be able to fail: on a CUDA-only call and on a UB overflow
         target = get_target(targets[0])
@@ -81,14 +92,23 @@ def main(argv=None) -> int:
               f"({overflow.detail}), as they must; the 1024-element add compiles (UB {fits.stats.get('ub')} bytes)")
 
     start = time.time()
-    results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs))]
+    if args.write_verdicts:
+        from . import ascend
+        ascend.CHECK_STALE = False  # the verdicts are being remade (forked workers inherit this)
+    from ..autotune.tune import Progress
+    progress = Progress(len(todo), f"{args.check} check")
+    results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs,
+                                                                  lambda job: progress.step()))]
+    progress.close()
     elapsed = time.time() - start
+    if args.write_verdicts:
+        return _write_verdicts(results, elapsed)
 
     rows = []
     for r in results:
         if args.quiet and r.ok and not r.detail.startswith(RETRY_NOTE):
             continue
-        stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
+        stats = format_stats(r.stats)
         rows.append(["ok" if r.ok else "FAIL", "shipped" if r.job.shipped else "sampled", r.job.label, stats, r.detail])
     print_table(rows, ["status", "config", "kernel[variant] target config", "stats", "detail"])
     failed = [r for r in results if not r.ok]
@@ -100,6 +120,44 @@ def main(argv=None) -> int:
                         "config": r.job.config, "shipped": r.job.shipped, "ok": r.ok, "detail": r.detail,
                         "stats": r.stats} for r in results], f, indent=1)
     return 1 if failed else 0
+
+
+def format_stats(stats: dict) -> str:
+    """One job's stats for the table: planned on-chip bytes against the UB, or the cuda check's counters."""
+    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size")}
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    if stats.get("ub_size") and ("ub" in stats or "ub_required" in stats):
+        ub = stats.get("ub", stats.get("ub_required"))
+        text += f" ({100 * ub / stats['ub_size']:.0f}% of UB)"
+    return text
+
+
+def _write_verdicts(results: list, elapsed: float) -> int:
+    from ..autotune import verdicts
+    from .ascend import BISHENG_OPTIONS
+    from .. import _backend
+
+    found: dict = {}
+    for r in results:
+        v = {"ok": r.ok, "linalg": r.stats.get("linalg")}
+        if "ub" in r.stats or "ub_required" in r.stats:
+            v["ub"] = r.stats.get("ub", r.stats.get("ub_required"))
+        if not r.ok:
+            v["detail"] = r.detail
+        found.setdefault(r.job.spec.name, {}).setdefault(r.job.variant.label, {})[verdicts.config_key(r.job.config)] = v
+    compiler = f"{_backend.TRITON_FLAVOUR} {_backend.TRITON_VERSION} + bishengir-compile {' '.join(BISHENG_OPTIONS)}"
+    verdicts.write(found, results[0].job.target, compiler)
+    rows = []
+    for kernel, variants in sorted(found.items()):
+        for variant, configs in variants.items():
+            shipped = [r for r in results if r.job.shipped and r.job.spec.name == kernel and r.job.variant.label == variant]
+            rows.append([kernel, variant, len(configs), sum(c["ok"] for c in configs.values()),
+                         "ok" if all(r.ok for r in shipped) else "FAIL: " + shipped[0].detail])
+    print_table(rows, ["kernel", "variant", "candidates", "compiled", "shipped"])
+    bad = [r for r in results if r.job.shipped and not r.ok]
+    print(f"\nwrote {verdicts.PATH} ({len(results)} configs on {results[0].job.target.name}, {elapsed:.0f}s); "
+          f"{len(bad)} shipped configs fail")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import warnings
 
+from ..autotune import verdicts
 from . import Job, Result, signature
 
 # what triton-ascend 3.2.0's linalg_to_bin_enable_npu_compile_A2_A3 passes (NPUOptions defaults on A2/A3)
@@ -32,6 +33,11 @@ _CONST = re.compile(r"(%[\w.$-]+) = arith\.constant (-?\d+) : i64")
 _CAST = re.compile(r"hivm\.hir\.pointer_cast\(([^)]*)\)[^:\n]*:\s*memref<((?:\d+x)*)([a-z]+\d+)[^\n]*?"
                    r"#hivm\.address_space<(\w+)>")
 _OVERFLOW = re.compile(r"(ub|cbuf|l1|cc|l0c)\w* overflow, requires (\d+) bits while (\d+) bits available", re.I)
+
+
+CHECK_STALE = True  # off while --write-verdicts remakes them
+STALE = "stale verdict"
+REGENERATE = "regenerate with: python -m atlas_kernels.checks ascend --write-verdicts"
 
 
 class ToolMissing(RuntimeError):
@@ -177,7 +183,11 @@ def run(job: Job) -> Result:
     except Exception as e:  # noqa: BLE001 - report any lowering failure
         return Result(job, False, "Linalg lowering: " + _first_error(e))
     ok, detail, stats = compile_linalg(linalg, job.target.name)
-    stats = {**stats, "ub_size": job.target.ub_bytes}
+    stats = {**stats, "ub_size": job.target.ub_bytes, "linalg": verdicts.linalg_hash(linalg)}
     if ok and stats.get("ub", 0) > job.target.ub_bytes:  # PlanMemory never does this; say so if it ever does
         return Result(job, False, f"planned UB {stats['ub']} bytes exceeds the target's {job.target.ub_bytes}", stats)
+    stored = verdicts.verdict(job.spec.name, job.variant.label, job.config, job.target) if CHECK_STALE else None
+    if stored is not None and stored.get("linalg") != stats["linalg"]:
+        return Result(job, False, f"{STALE}: the stored verdict ({'compiles' if stored.get('ok') else 'fails'}) was "
+                                  f"made from another version of this kernel; {REGENERATE}", stats)
     return Result(job, ok, detail, stats)
