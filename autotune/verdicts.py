@@ -76,6 +76,22 @@ def compiled(kernel: str, variant: str, configs: list, target: Target) -> list:
     return [c for c in configs if (verdict(kernel, variant, c, target) or {}).get("ok")]
 
 
+def _dumps(data: dict) -> str:
+    """JSON with one line per config verdict (readable diffs)."""
+    head = {k: v for k, v in data.items() if k != "kernels"}
+    lines = ["{", *(f"{json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()), '"kernels": {']
+    for i, (kernel, variants) in enumerate(data["kernels"].items()):
+        lines.append(f" {json.dumps(kernel)}: {{")
+        for j, (variant, configs) in enumerate(variants.items()):
+            lines.append(f"  {json.dumps(variant)}: {{")
+            items = [f"   {json.dumps(c)}: {json.dumps(v, sort_keys=True)}" for c, v in configs.items()]
+            lines.append(",\n".join(items))
+            lines.append("  }" + ("," if j < len(variants) - 1 else ""))
+        lines.append(" }" + ("," if i < len(data["kernels"]) - 1 else ""))
+    lines += ["}", "}"]
+    return "\n".join(lines) + "\n"
+
+
 def write(kernels: dict, target: Target, compiler: str, path: pathlib.Path = PATH) -> None:
     """Merge {kernel: {variant: {config key: verdict}}} into the file (whole variants replaced), atomically."""
     data = load(path) if path.exists() else {"schema": SCHEMA, "kernels": {}}
@@ -88,7 +104,6 @@ def write(kernels: dict, target: Target, compiler: str, path: pathlib.Path = PAT
            "kernels": {k: {v: dict(sorted(c.items())) for v, c in sorted(vs.items())} for k, vs in sorted(merged.items())}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=0, sort_keys=False)
-        f.write("\n")
+        f.write(_dumps(out))
     os.replace(tmp, path)
     load.cache_clear()

@@ -27,29 +27,64 @@ M0 = ref.M0
 
 
 @triton.jit
-def _nz_offsets(rows, cols, M1, N0: tl.constexpr):
-    """Element offsets inside one (N1, M1, 16, N0) NZ matrix of ND element (rows, cols)."""
-    rows = rows.to(tl.int64)
-    cols = cols.to(tl.int64)
-    return (((cols // N0) * M1 + rows // 16) * 16 + rows % 16) * N0 + cols % N0
+def _nz_tile(x, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, N0: tl.constexpr):
+    """(BLOCK_R, BLOCK_P) -> (G, BLOCK_R, W): the column groups of N0 that NZ stores BLOCK_R*N0 apart."""
+    G: tl.constexpr = (BLOCK_P + N0 - 1) // N0
+    W: tl.constexpr = BLOCK_P // G
+    if G == 1:
+        return tl.reshape(x, (1, BLOCK_R, W))
+    return tl.permute(tl.reshape(x, (BLOCK_R, G, W)), (1, 0, 2))
 
 
 @triton.jit
-def _tile_rows_cols(t, tiles_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Row and column indices of tile t in a row-major grid of tiles that is tiles_n tiles wide."""
-    return (t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M), (t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _nd_tile(x, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Inverse of _nz_tile: (G, BLOCK_R, W) -> (BLOCK_R, BLOCK_P)."""
+    if x.shape[0] == 1:
+        return tl.reshape(x, (BLOCK_R, BLOCK_P))
+    return tl.reshape(tl.permute(x, (1, 0, 2)), (BLOCK_R, BLOCK_P))
+
+
+@triton.jit
+def _nz_ptrs(ptr, r0, c0, r_ext, n1, M1, N0: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Pointers and mask of the NZ tile whose ND corner is (r0, c0), as (G, BLOCK_R, W) (see _nz_tile).
+
+    r_ext masks rows, n1 column groups. Offsets past the tile's corner are int32.
+    """
+    G: tl.constexpr = (BLOCK_P + N0 - 1) // N0
+    W: tl.constexpr = BLOCK_P // G
+    group = M1 * 16 * N0  # elements of one N0-wide column group
+    ptr += (c0 // N0).to(tl.int64) * group + r0.to(tl.int64) * N0 + c0 % N0
+    g = tl.arange(0, G)[:, None, None]
+    r = tl.arange(0, BLOCK_R)[None, :, None]
+    w = tl.arange(0, W)[None, None, :]
+    mask = (g < n1 - c0 // N0) & (r < r_ext - r0)
+    return ptr + g * group + r * N0 + w, mask
+
+
+@triton.jit
+def _merge_pairs(x, bad, BLOCK_R: tl.constexpr, N: tl.constexpr, SHIFT: tl.constexpr):
+    """(BLOCK_R, 2N) -> (BLOCK_R, N): column pairs (a, b) become a + (b << SHIFT); bad pairs are ORed."""
+    a, b = tl.split(tl.reshape(x, (BLOCK_R, N, 2)))
+    bad_a, bad_b = tl.split(tl.reshape(bad, (BLOCK_R, N, 2)))
+    return a + (b << SHIFT), bad_a | bad_b
 
 
 @triton.jit
 def _pack_int4_kernel(w_ptr, out_ptr, bad_ptr, R, P, stride_wr, stride_wc, M1, N1,
-                      PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr,
+                      PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr, STRIDED: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
     """Pack int32 weight (R, P*PER) into P columns of PER nibbles (int32 or uint8 out).
 
+    Each tile loads one (BLOCK_R, BLOCK_P*PER) block of the weight and merges adjacent
+    columns pairwise (log2(PER) times) into (BLOCK_R, BLOCK_P) words. The nibbles are
+    merged as digits w + 8 in [0, 15], which need no masking; XOR with 0x8...8 then
+    turns each digit into the two's complement nibble ((w + 8) ^ 8 == w & 0xF).
     NZ: write the packed matrix straight into (N1, M1, 16, N0) with zero padding.
-    bad_ptr[pid] gets the number of values outside [-8, 7] this program saw.
+    bad_ptr[pid] gets the number of packed words this program saw with a value outside [-8, 7].
     """
     pid = tl.program_id(0)
+    if not STRIDED:
+        stride_wc = 1  # a compile-time unit stride keeps the tile's rows contiguous in the UB
     r_ext = R
     p_ext = P
     if NZ:
@@ -57,45 +92,68 @@ def _pack_int4_kernel(w_ptr, out_ptr, bad_ptr, R, P, stride_wr, stride_wc, M1, N
         p_ext = N1 * N0
     tiles_p = tl.cdiv(p_ext, BLOCK_P)
     n_tiles = tl.cdiv(r_ext, BLOCK_R) * tiles_p
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_P)
+    w_cols = tl.arange(0, BLOCK_P * PER)
     n_bad = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
     for tile in range(pid, n_tiles, tl.num_programs(0)):
-        rows, cols = _tile_rows_cols(tile, tiles_p, BLOCK_R, BLOCK_P)
-        valid = (rows < R)[:, None] & (cols < P)[None, :]
-        base = w_ptr + rows.to(tl.int64)[:, None] * stride_wr + (cols.to(tl.int64) * PER)[None, :] * stride_wc
-        packed = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.int32)
-        for j in tl.static_range(PER):
-            w = tl.load(base + j * stride_wc, mask=valid, other=0)
-            n_bad += ((w < -8) | (w > 7)).to(tl.int32)
-            packed = packed | ((w & 0xF) << (4 * j))
-        packed = packed.to(out_ptr.dtype.element_ty)
-        if NZ:
-            dst = _nz_offsets(rows[:, None], cols[None, :], M1, N0)
-            inside = (rows < r_ext)[:, None] & (cols < p_ext)[None, :]
-            tl.store(out_ptr + dst, tl.where(valid, packed, 0), mask=inside)
+        r0 = (tile // tiles_p) * BLOCK_R
+        p0 = (tile % tiles_p) * BLOCK_P
+        # the tile's corner in int64, offsets inside it in int32
+        w_tile = w_ptr + r0.to(tl.int64) * stride_wr + (p0 * PER).to(tl.int64) * stride_wc
+        valid = (rows < R - r0)[:, None] & (w_cols < (P - p0) * PER)[None, :]
+        w = tl.load(w_tile + rows[:, None] * stride_wr + w_cols[None, :] * stride_wc, mask=valid, other=0)
+        lo, hi = tl.split(tl.reshape(w, (BLOCK_R, BLOCK_P * PER // 2, 2)))
+        lo += 8
+        hi += 8
+        word = lo + (hi << 4)
+        bad = lo | hi  # a digit outside [0, 15] sets a bit above the low four
+        if PER == 8:
+            word, bad = _merge_pairs(word, bad, BLOCK_R, BLOCK_P * 2, 8)
+            word, bad = _merge_pairs(word, bad, BLOCK_R, BLOCK_P, 16)
+            word ^= -0x77777778  # 0x88888888
         else:
-            dst = rows.to(tl.int64)[:, None] * P + cols[None, :]
-            tl.store(out_ptr + dst, packed, mask=valid)
+            word ^= 0x88
+        n_bad += ((bad >> 4) != 0).to(tl.int32)
+        # padding (rows >= R, cols >= P) packs the zeros the load filled in: (0 + 8) ^ 8 == 0
+        packed = word.to(out_ptr.dtype.element_ty)
+        if NZ:
+            dst, inside = _nz_ptrs(out_ptr, r0, p0, r_ext, N1, M1, N0, BLOCK_R, BLOCK_P)
+            tl.store(dst, _nz_tile(packed, BLOCK_R, BLOCK_P, N0), mask=inside)
+        else:
+            dst = out_ptr + r0.to(tl.int64) * P + p0 + rows[:, None] * P + cols[None, :]
+            tl.store(dst, packed, mask=(rows < R - r0)[:, None] & (cols < P - p0)[None, :])
     tl.store(bad_ptr + pid, tl.sum(tl.sum(n_bad, axis=1), axis=0))
 
 
 @triton.jit
 def _unpack_int4_kernel(p_ptr, out_ptr, R, P, M1, PER: tl.constexpr, NZ: tl.constexpr, N0: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Unpack (R, P) packed int32/uint8 (ND or NZ) into int32 (R, P*PER), sign-extended."""
+    """Unpack (R, P) packed int32/uint8 (ND or NZ) into int32 (R, P*PER), sign-extended.
+
+    Each tile is stored as one (BLOCK_R, BLOCK_P*PER) block.
+    """
     pid = tl.program_id(0)
     tiles_p = tl.cdiv(P, BLOCK_P)
     n_tiles = tl.cdiv(R, BLOCK_R) * tiles_p
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_P)
+    out_cols = tl.arange(0, BLOCK_P * PER)
+    shifts = 28 - 4 * tl.arange(0, PER)
     for tile in range(pid, n_tiles, tl.num_programs(0)):
-        rows, cols = _tile_rows_cols(tile, tiles_p, BLOCK_R, BLOCK_P)
-        valid = (rows < R)[:, None] & (cols < P)[None, :]
+        r0 = (tile // tiles_p) * BLOCK_R
+        p0 = (tile % tiles_p) * BLOCK_P
+        valid = (rows < R - r0)[:, None] & (cols < P - p0)[None, :]
         if NZ:
-            src = _nz_offsets(rows[:, None], cols[None, :], M1, N0)
+            src, inside = _nz_ptrs(p_ptr, r0, p0, R, tl.cdiv(P, N0), M1, N0, BLOCK_R, BLOCK_P)
+            packed = _nd_tile(tl.load(src, mask=inside, other=0), BLOCK_R, BLOCK_P)
         else:
-            src = rows.to(tl.int64)[:, None] * P + cols[None, :]
-        packed = tl.load(p_ptr + src, mask=valid, other=0).to(tl.int32)
-        out = out_ptr + rows.to(tl.int64)[:, None] * (P * PER) + (cols.to(tl.int64) * PER)[None, :]
-        for j in tl.static_range(PER):
-            tl.store(out + j, (packed << (28 - 4 * j)) >> 28, mask=valid)
+            packed = tl.load(p_ptr + r0.to(tl.int64) * P + p0 + rows[:, None] * P + cols[None, :], mask=valid, other=0)
+        # nibble j to the top, then an arithmetic shift back sign-extends it
+        nibbles = (packed.to(tl.int32)[:, :, None] << shifts[None, None, :]) >> 28
+        out = out_ptr + r0.to(tl.int64) * (P * PER) + p0 * PER + rows[:, None] * (P * PER) + out_cols[None, :]
+        tl.store(out, tl.reshape(nibbles, (BLOCK_R, BLOCK_P * PER)),
+                 mask=(rows < R - r0)[:, None] & (out_cols < (P - p0) * PER)[None, :])
 
 
 @triton.jit
@@ -105,16 +163,19 @@ def _nd_to_nz_kernel(x_ptr, out_ptr, M, N, stride_b, stride_m, stride_n, M1, N1,
     pid = tl.program_id(0)
     tiles_n = tl.cdiv(N1 * N0, BLOCK_N)
     tiles_per_batch = tl.cdiv(M1 * 16, BLOCK_M) * tiles_n
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
     for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
         b = tile // tiles_per_batch
         t = tile % tiles_per_batch
-        rows, cols = _tile_rows_cols(t, tiles_n, BLOCK_M, BLOCK_N)
-        valid = (rows < M)[:, None] & (cols < N)[None, :]
-        src = b.to(tl.int64) * stride_b + rows.to(tl.int64)[:, None] * stride_m + cols.to(tl.int64)[None, :] * stride_n
-        x = tl.load(x_ptr + src, mask=valid, other=0)
-        dst = b.to(tl.int64) * (N1 * M1 * 16 * N0) + _nz_offsets(rows[:, None], cols[None, :], M1, N0)
-        inside = (rows < M1 * 16)[:, None] & (cols < N1 * N0)[None, :]
-        tl.store(out_ptr + dst, x, mask=inside)
+        r0 = (t // tiles_n) * BLOCK_M
+        c0 = (t % tiles_n) * BLOCK_N
+        x_tile = x_ptr + b.to(tl.int64) * stride_b + r0.to(tl.int64) * stride_m + c0.to(tl.int64) * stride_n
+        valid = (rows < M - r0)[:, None] & (cols < N - c0)[None, :]
+        x = tl.load(x_tile + rows[:, None] * stride_m + cols[None, :] * stride_n, mask=valid, other=0)
+        dst, inside = _nz_ptrs(out_ptr + b.to(tl.int64) * (N1 * M1 * 16 * N0), r0, c0, M1 * 16, N1, M1, N0,
+                               BLOCK_M, BLOCK_N)
+        tl.store(dst, _nz_tile(x, BLOCK_M, BLOCK_N, N0), mask=inside)
 
 
 @triton.jit
@@ -124,15 +185,18 @@ def _nz_to_nd_kernel(x_ptr, out_ptr, M, N, M1, N1, n_batch,
     pid = tl.program_id(0)
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles_per_batch = tl.cdiv(M, BLOCK_M) * tiles_n
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
     for tile in range(pid, n_batch * tiles_per_batch, tl.num_programs(0)):
         b = tile // tiles_per_batch
         t = tile % tiles_per_batch
-        rows, cols = _tile_rows_cols(t, tiles_n, BLOCK_M, BLOCK_N)
-        valid = (rows < M)[:, None] & (cols < N)[None, :]
-        src = b.to(tl.int64) * (N1 * M1 * 16 * N0) + _nz_offsets(rows[:, None], cols[None, :], M1, N0)
-        x = tl.load(x_ptr + src, mask=valid, other=0)
-        dst = b.to(tl.int64) * M * N + rows.to(tl.int64)[:, None] * N + cols[None, :]
-        tl.store(out_ptr + dst, x, mask=valid)
+        r0 = (t // tiles_n) * BLOCK_M
+        c0 = (t % tiles_n) * BLOCK_N
+        src, inside = _nz_ptrs(x_ptr + b.to(tl.int64) * (N1 * M1 * 16 * N0), r0, c0, M, tl.cdiv(N, N0), M1, N0,
+                               BLOCK_M, BLOCK_N)
+        x = _nd_tile(tl.load(src, mask=inside, other=0), BLOCK_M, BLOCK_N)
+        dst = out_ptr + (b.to(tl.int64) * M + r0) * N + c0 + rows[:, None] * N + cols[None, :]
+        tl.store(dst, x, mask=(rows < M - r0)[:, None] & (cols < N - c0)[None, :])
 
 
 # ---------------------------------------------------------------- config spaces
@@ -186,15 +250,16 @@ def _rename(config: dict, names: tuple) -> dict:
 
 
 _PACK_VARIANTS = [
-    Variant(f"{out}-{layout}", {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
+    Variant(f"{out}-{layout}" + ("-strided" if strided else ""), {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
                                 "stride_wr": "i32", "stride_wc": "i32", "M1": "i32", "N1": "i32"},
-            {"PER": per, "NZ": nz, "N0": n0})
+            {"PER": per, "NZ": nz, "N0": n0, "STRIDED": strided})
     for out, ptr, per, n0 in (("int32", "*i32", 8, 8), ("uint8", "*u8", 2, 32))
     for layout, nz in (("nd", False), ("nz", True))
+    for strided in (False, True)
 ]
 _UNPACK_VARIANTS = [
     Variant(v.label, {"p_ptr": v.types["out_ptr"], "out_ptr": "*i32", "R": "i32", "P": "i32", "M1": "i32"},
-            dict(v.constexprs)) for v in _PACK_VARIANTS
+            {k: c for k, c in v.constexprs.items() if k != "STRIDED"}) for v in _PACK_VARIANTS if not v.constexprs["STRIDED"]
 ]
 _RELAYOUT_VARIANTS = {
     "nd_to_nz": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
@@ -316,14 +381,15 @@ def _pack_op(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> torch
     nz = layout == "nz"
     out = torch.empty(shape, dtype=out_dtype, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(PACK, target, f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}",
-                         {"R": rows, "C": weight.shape[1]})
+    strided = weight.stride(1) != 1
+    variant = f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}" + ("-strided" if strided else "")
+    meta, opts = _config(PACK, target, variant, {"R": rows, "C": weight.shape[1]})
     r_ext, p_ext = (m1 * M0, n1 * n0) if nz else (rows, p)
     grid = _backend.persistent_grid(triton.cdiv(r_ext, meta["BLOCK_R"]) * triton.cdiv(p_ext, meta["BLOCK_P"]), target)
     bad = torch.zeros(grid[0], dtype=torch.int32, device=device)
     if out.numel():
         _backend.launch(PACK.name, _pack_int4_kernel, grid, weight, out, bad, rows, p, weight.stride(0),
-                        weight.stride(1), m1, n1, PER=per, NZ=nz, N0=n0, **meta, **opts)
+                        weight.stride(1), m1, n1, PER=per, NZ=nz, N0=n0, STRIDED=strided, **meta, **opts)
     if bool(bad.any()):  # one host sync: packing is a load-time op
         raise ValueError(f"{OP}: weight values must be in [-8, 7]; {_first_bad(weight)}")
     return out

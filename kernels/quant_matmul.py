@@ -132,7 +132,7 @@ def _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT: tl.constexpr, BLOCK_M
 
 
 @triton.jit
-def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr,
+def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT: tl.constexpr, B_K_UNIT: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """(BLOCK_K, BLOCK_N) int8 tile of x2 (rows k0.., columns n0..), zero outside k < K, n < N.
 
@@ -165,11 +165,18 @@ def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT
         words = tl.load(b_base + rk[:, None] * sbk + rw[None, :] * sbn, mask=mask, other=0)
         return _nibble_major(words, BLOCK_K, BLOCK_N // 8)
     elif B_FORMAT == B_NZ:
+        # column fractal f of x2 holds columns 32f..32f+31 of all k1*16 rows, row-major: a (BLOCK_K, 32) slab
+        # is 2-D strided, so the tile is one 3-D load (k, fractal, column in fractal) and a free reshape
+        rk = k0 + tl.arange(0, BLOCK_K)
+        rf = n0 // 32 + tl.arange(0, BLOCK_N // 32)
+        offs = rk[:, None, None] * 32 + rf[None, :, None] * (nz_k1 * 512) + tl.arange(0, 32)[None, None, :]
+        mask = (rk < K)[:, None, None] & (rf < tl.cdiv(N, 32))[None, :, None]
+        return tl.reshape(tl.load(b_base + offs, mask=mask, other=0), (BLOCK_K, BLOCK_N))
+    elif B_K_UNIT:  # k-contiguous x2: load it as (BLOCK_N, BLOCK_K) rows, as it lies in memory
         rk = k0 + tl.arange(0, BLOCK_K)
         rn = n0 + tl.arange(0, BLOCK_N)
-        mask = (rk < K)[:, None] & (rn < N)[None, :]
-        offs = (((rn // 32)[None, :] * nz_k1 + (rk // 16)[:, None]) * 16 + (rk % 16)[:, None]) * 32 + (rn % 32)[None, :]
-        return tl.load(b_base + offs, mask=mask, other=0)
+        mask = (rn < N)[:, None] & (rk < K)[None, :]
+        return tl.trans(tl.load(b_base + rn[:, None] * sbn + rk[None, :] * sbk, mask=mask, other=0))
     else:
         rk = k0 + tl.arange(0, BLOCK_K)
         rn = n0 + tl.arange(0, BLOCK_N)
@@ -184,21 +191,21 @@ def _rint(x):
 
 
 @triton.jit
-def _load_scale(scale_ptr, rn, n_mask, s_scale, SCALE_MODE: tl.constexpr):
+def _load_scale(scale_ptr, rn, n_mask, SCALE_MODE: tl.constexpr):
     """(float32 scale per column, raw int64 quant param or 0)."""
     if SCALE_MODE == SCALE_I64:
-        raw = tl.load(scale_ptr + rn * s_scale, mask=n_mask, other=0)
+        raw = tl.load(scale_ptr + rn, mask=n_mask, other=0)
         scale = (raw & 0xFFFFE000).to(tl.int32).to(tl.float32, bitcast=True)
     else:
         raw = tl.zeros(rn.shape, dtype=tl.int64)
-        scale = tl.load(scale_ptr + rn * s_scale, mask=n_mask, other=0).to(tl.float32)
+        scale = tl.load(scale_ptr + rn, mask=n_mask, other=0).to(tl.float32)
         if SCALE_MODE == SCALE_F32_TRUNC:  # torch_npu keeps only the top 19 bits here (trans_quant_param)
             scale = (scale.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
     return scale, raw
 
 
 @triton.jit
-def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, s_scale, offset_ptr, s_offset, pertoken_ptr,
+def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, offset_ptr, pertoken_ptr,
               SCALE_MODE: tl.constexpr, OFFSET_MODE: tl.constexpr, HAS_PERTOKEN: tl.constexpr,
               BIAS_MODE: tl.constexpr, REQUANT: tl.constexpr):
     """Everything after the int32 matmul, then the one store of the (BLOCK_M, BLOCK_N) output tile."""
@@ -211,24 +218,25 @@ def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, s_scale, offset
     if SCALE_MODE == SCALE_NONE:
         tl.store(out_ptrs, acc, mask=mask)
     else:
-        scale, raw = _load_scale(scale_ptr, rn, n_mask, s_scale, SCALE_MODE)
+        scale, raw = _load_scale(scale_ptr, rn, n_mask, SCALE_MODE)
         v = acc.to(tl.float32) * scale[None, :]
         if HAS_PERTOKEN:
             v = v * tl.load(pertoken_ptr + rm, mask=m_mask, other=0)[:, None]
         if BIAS_MODE == BIAS_FLOAT:
             v = v + tl.load(bias_base + rn, mask=n_mask, other=0).to(tl.float32)[None, :]
         if REQUANT:
-            # clamping first keeps rint in its exact range and stops an fma from fusing into it
-            t = _rint(tl.minimum(tl.maximum(v, -257.0), 256.0))
-            t = tl.minimum(tl.maximum(t, -256.0), 255.0)
+            # clamp first keeps rint in its exact range (NaN goes to -257 like a clamp would); the rest is int32:
+            # a float min/max costs Ascend's vector unit NaN checks on the whole tile
+            t = _rint(tl.where(v > -257.0, tl.where(v < 256.0, v, 256.0), -257.0)).to(tl.int32)
+            t = tl.minimum(tl.maximum(t, -256), 255)
             if OFFSET_MODE == OFFSET_TENSOR:
-                off = tl.load(offset_ptr + rn * s_offset, mask=n_mask, other=0)
+                off = tl.load(offset_ptr + rn, mask=n_mask, other=0)
                 off = tl.minimum(tl.maximum(_rint(tl.minimum(tl.maximum(off, -257.0), 256.0)), -256.0), 255.0)
-                t = t + off[None, :]
+                t = t + off.to(tl.int32)[None, :]
             elif OFFSET_MODE == OFFSET_FROM_SCALE:
                 off9 = ((raw >> 37) & 0x1FF).to(tl.int32)
-                t = t + ((off9 ^ 256) - 256).to(tl.float32)[None, :]
-            t = tl.minimum(tl.maximum(t, -128.0), 127.0)
+                t = t + ((off9 ^ 256) - 256)[None, :]
+            t = tl.minimum(tl.maximum(t, -128), 127)
             tl.store(out_ptrs, t.to(tl.int8), mask=mask)
         else:
             tl.store(out_ptrs, v.to(out_base.dtype.element_ty), mask=mask)
@@ -238,7 +246,7 @@ def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, s_scale, offset
 def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias_ptr, bv_ptr, bo_ptr,
                 M, N, K, n_batch, D1, D2, D3,
                 sa0, sa1, sa2, sa3, sam, sak, sb0, sb1, sb2, sb3, sbk, sbn,
-                s_bias, s_scale, s_offset, nz_k1,
+                s_bias, nz_k1,
                 A_FORMAT: tl.constexpr, B_FORMAT: tl.constexpr, SCALE_MODE: tl.constexpr,
                 OFFSET_MODE: tl.constexpr, HAS_PERTOKEN: tl.constexpr, BIAS_MODE: tl.constexpr,
                 REQUANT: tl.constexpr, A_K_UNIT: tl.constexpr, B_K_UNIT: tl.constexpr, B_N_UNIT: tl.constexpr,
@@ -285,16 +293,16 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 a_mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
                 aw = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak,
                              mask=a_mask, other=0)
-                bw = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
+                bw = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT, BLOCK_K, BLOCK_N)
                 for j in tl.static_range(8):
                     acc = tl.dot(_nibble(aw, j), _nibble(bw, j), acc)
             else:
                 a = _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT, BLOCK_M, BLOCK_K)
-                bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, BLOCK_K, BLOCK_N)
+                bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT, BLOCK_K, BLOCK_N)
                 acc = tl.dot(a, bt, acc)
         rn = _tile_columns(n0, B_FORMAT, BLOCK_N)
         _epilogue(acc, rm, rn, M, N, out_ptr + b.to(tl.int64) * M * N, bias_ptr + b.to(tl.int64) * s_bias,
-                  scale_ptr, s_scale, offset_ptr, s_offset, pertoken_ptr,
+                  scale_ptr, offset_ptr, pertoken_ptr,
                   SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
 
 
@@ -399,8 +407,7 @@ def _default(target: Target, variant: Variant) -> dict:
 
 _ARG_TYPES = {"M": "i32", "N": "i32", "K": "i32", "n_batch": "i32", "D1": "i32", "D2": "i32", "D3": "i32",
               **{f"s{x}{i}": "i32" for x in "ab" for i in range(4)},
-              "sam": "i32", "sak": "i32", "sbk": "i32", "sbn": "i32", "s_bias": "i32", "s_scale": "i32",
-              "s_offset": "i32", "nz_k1": "i32"}
+              "sam": "i32", "sak": "i32", "sbk": "i32", "sbn": "i32", "s_bias": "i32", "nz_k1": "i32"}
 _PTR = {torch.int8: "*i8", torch.int32: "*i32", torch.int64: "*i64", torch.float16: "*fp16",
         torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 

@@ -1,4 +1,18 @@
-"""CUDA compile check: triton.compile for an explicit GPUTarget (no GPU needed), resources from cuobjdump."""
+"""CUDA compile check: triton.compile for an explicit GPUTarget (no GPU needed), resources from cuobjdump.
+
+Every job compiles twice:
+
+- conservative: no argument specialization (a launch with unaligned pointers or odd sizes and strides gets
+  this kernel); its stats keep the plain keys (``regs``, ``stack``, ``shared_dyn``, ``wgmma``, ...);
+- launch-like: every pointer argument 16-byte aligned and every integer argument divisible by 16, the
+  ``tt.divisibility`` attributes Triton's launcher (JITFunction.run -> ``_pack_args``) adds for such
+  arguments: the kernel a typical launch really runs. Its stats carry the prefix ``launch_``.
+
+A job fails when a compile fails, when either compile's shared memory (``metadata.shared``, what the
+launcher checks only at launch) exceeds the target's limit, and, for a shipped config, when either compile
+spills (STACK or LOCAL > 0) or when it is a job that must use wgmma (``WGMMA_REQUIRED``) and its sm_90
+compile has none. Spills in a sampled config are reported without failing it.
+"""
 from __future__ import annotations
 
 import os
@@ -10,6 +24,22 @@ from ..autotune import split_config
 from . import Job, Result, signature
 
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+_CP_ASYNC = re.compile(r"^\s*(?:@!?%p\d+\s+)?cp\.async\.c[ag]\.", re.M)  # one async global->shared copy each
+_MMA_SYNC = re.compile(r"\bmma\.sync")
+LAUNCH = "launch_"  # prefix of the launch-like compile's stats
+
+# Jobs whose sm_90 compile must contain wgmma, as the README claims: (why, predicate on a shipped job).
+WGMMA_REQUIRED = [
+    ("README quant_matmul: all 16 dense shipped variants use wgmma on sm_90",
+     lambda job: job.spec.name == "quant_matmul.gemm" and not job.variant.label.startswith("sparse")),
+]
+
+
+def must_use_wgmma(job: Job) -> str:
+    """Why this job's compile must contain wgmma ("" if it need not): shipped sm_90 jobs WGMMA_REQUIRED names."""
+    if not job.shipped or job.target.name != "sm_90":
+        return ""
+    return next((why for why, applies in WGMMA_REQUIRED if applies(job)), "")
 
 
 def _cuobjdump() -> str:
@@ -17,14 +47,41 @@ def _cuobjdump() -> str:
     return os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")
 
 
-def compile_job(job: Job, arch: int):
+def _is_int(ty: str) -> bool:
+    return re.fullmatch(r"[iu](8|16|32|64)", ty) is not None
+
+
+def launch_attrs(fn, sig: dict) -> dict:
+    """The attributes Triton's launcher gives a launch where every pointer is 16-byte aligned and every
+    integer is divisible by 16, built as JITFunction._pack_args builds them: native_specialize_impl gives
+    each argument a descriptor ("D" for such a pointer or integer, "" where do_not_specialize_on_alignment
+    holds and for constexprs, None for floats, bools and do_not_specialize arguments), and each string
+    descriptor becomes backend.parse_attr(desc) under its argument's index: {(i,): [["tt.divisibility", 16]]}."""
+    from triton.backends.compiler import BaseBackend
+
+    attrs = {}
+    for i, (param, (name, ty)) in enumerate(zip(fn.params, sig.items())):
+        assert param.name == name, (param.name, name)
+        if ty == "constexpr":
+            desc = ""
+        elif param.do_not_specialize or not (ty.startswith("*") or _is_int(ty)):
+            desc = None
+        else:
+            desc = "" if param.do_not_specialize_on_alignment else "D"
+        if desc is not None:
+            attrs[(i,)] = BaseBackend.parse_attr(desc)
+    return attrs
+
+
+def compile_job(job: Job, arch: int, launch_like: bool = False):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource
 
     sig, constexprs = signature(job.spec, job.variant, job.config)
     _, opts = split_config(job.config)
-    src = ASTSource(job.spec.fn, sig, constexprs=constexprs)
+    attrs = launch_attrs(job.spec.fn, sig) if launch_like else None
+    src = ASTSource(job.spec.fn, sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
 
 
@@ -40,19 +97,48 @@ def resources(cubin: bytes) -> dict:
     return {"regs": reg, "stack": stack, "shared": shared, "local": local}
 
 
-def run(job: Job) -> Result:
-    arch = int(job.target.name.split("_")[1])
-    try:
-        kernel = compile_job(job, arch)
-        stats = resources(kernel.asm["cubin"])
-    except Exception as e:  # noqa: BLE001 - report any compile failure
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        return Result(job, False, f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300])
+def kernel_stats(kernel) -> dict:
+    """regs, stack, shared (static), local from the cubin; wgmma, mma, cp_async (instructions in the PTX);
+    shared_dyn (metadata.shared: the shared memory a launch asks for)."""
+    stats = resources(kernel.asm["cubin"])
     ptx = kernel.asm["ptx"]
     stats["wgmma"] = ptx.count("wgmma.mma_async")
-    stats["mma"] = len(re.findall(r"\bmma\.sync", ptx))
+    stats["mma"] = len(_MMA_SYNC.findall(ptx))
+    stats["cp_async"] = len(_CP_ASYNC.findall(ptx))
     stats["shared_dyn"] = kernel.metadata.shared
-    spills = stats["stack"] > 0 or stats["local"] > 0
-    if spills and job.shipped:
-        return Result(job, False, f"shipped config spills: STACK={stats['stack']}", stats)
-    return Result(job, True, "spills (not shipped)" if spills else "", stats)
+    return stats
+
+
+def _error(e: Exception) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+
+
+def run(job: Job) -> Result:
+    arch = int(job.target.name.split("_")[1])
+    stats = {}
+    for prefix, launch_like in (("", False), (LAUNCH, True)):
+        try:
+            s = kernel_stats(compile_job(job, arch, launch_like))
+        except Exception as e:  # noqa: BLE001 - report any compile failure
+            what = "launch-like compile: " if launch_like else ""
+            return Result(job, False, (what + _error(e))[:300], stats)
+        stats.update({prefix + k: v for k, v in s.items()})
+
+    compiles = (("", "conservative"), (LAUNCH, "launch-like"))
+    problems = []
+    spilled = [f"{what}: STACK={stats[p + 'stack']} LOCAL={stats[p + 'local']}" for p, what in compiles
+               if stats[p + "stack"] > 0 or stats[p + "local"] > 0]
+    if spilled and job.shipped:
+        problems.append(f"shipped config spills ({', '.join(spilled)})")
+    over = [f"{what}: {stats[p + 'shared_dyn']}" for p, what in compiles
+            if stats[p + "shared_dyn"] > job.target.smem_bytes]
+    if over:  # Triton raises OutOfResources only at launch: such a config can never run
+        problems.append(f"shared memory over {job.target.name}'s {job.target.smem_bytes} bytes ({', '.join(over)})")
+    why = must_use_wgmma(job)
+    without = [what for p, what in compiles if stats[p + "wgmma"] == 0] if why else []
+    if without:
+        problems.append(f"no wgmma in the {' or '.join(without)} compile ({why})")
+    if problems:
+        return Result(job, False, "; ".join(problems), stats)
+    return Result(job, True, f"spills (not shipped: {', '.join(spilled)})" if spilled else "", stats)
