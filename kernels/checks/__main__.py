@@ -123,9 +123,12 @@ def main(argv=None) -> int:
 
 
 def format_stats(stats: dict) -> str:
-    """One job's stats for the table: planned on-chip bytes against the UB, or the cuda check's counters."""
-    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size")}
-    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    """One job's stats for the table: planned on-chip bytes against the UB, or the cuda check's counters
+    as conservative/launch-like pairs."""
+    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size") and not k.startswith("launch_")}
+    # cuda: conservative/launch-like pairs
+    text = " ".join(f"{k}={v}/{stats['launch_' + k]}" if "launch_" + k in stats else f"{k}={v}"
+                    for k, v in shown.items() if k not in ("local", "shared"))
     if stats.get("ub_size") and ("ub" in stats or "ub_required" in stats):
         ub = stats.get("ub", stats.get("ub_required"))
         text += f" ({100 * ub / stats['ub_size']:.0f}% of UB)"

@@ -98,8 +98,9 @@ def resources(cubin: bytes) -> dict:
 
 
 def kernel_stats(kernel) -> dict:
-    """regs, stack, shared (static), local from the cubin; wgmma, mma, cp_async (instructions in the PTX);
-    shared_dyn (metadata.shared: the shared memory a launch asks for)."""
+    """regs, stack, shared (static), local from the cubin; wgmma, mma and cp_async instructions in the PTX
+    (cp_async: the cp.async.ca/.cg copies, not commit_group/wait_group); shared_dyn (metadata.shared: the
+    shared memory a launch asks for, which the launcher checks against the device's limit)."""
     stats = resources(kernel.asm["cubin"])
     ptx = kernel.asm["ptx"]
     stats["wgmma"] = ptx.count("wgmma.mma_async")
