@@ -158,9 +158,11 @@ def _unpack_int4_kernel(p_ptr, out_ptr, R, P, M1, PER: tl.constexpr, NZ: tl.cons
 
 @triton.jit
 def _nd_to_nz_kernel(x_ptr, out_ptr, M, N, stride_b, stride_m, stride_n, M1, N1, n_batch,
-                     N0: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     N0: tl.constexpr, STRIDED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """(B, M, N) strided -> (B, N1, M1, 16, N0) contiguous, zero padded."""
     pid = tl.program_id(0)
+    if not STRIDED:
+        stride_n = 1  # a compile-time unit stride keeps the tile's rows contiguous in the UB
     tiles_n = tl.cdiv(N1 * N0, BLOCK_N)
     tiles_per_batch = tl.cdiv(M1 * 16, BLOCK_M) * tiles_n
     rows = tl.arange(0, BLOCK_M)
@@ -200,31 +202,60 @@ def _nz_to_nd_kernel(x_ptr, out_ptr, M, N, M1, N1, n_batch,
 
 
 # ---------------------------------------------------------------- config spaces
-# A tile is BLOCK_R x BLOCK_P output elements. Bytes of on-chip data per tile
-# (inputs, output, int32/int64 offsets) are estimated per element below.
+# Ascend: the UB model is bytes of UB that bishengir plans per tile element (a weight value for pack,
+# an unpacked value for unpack, an element for the relayouts), with its multi-buffering on, fitted to
+# its planned bytes on Ascend910B2. An overflow is a compile failure; a tile that only fits once
+# bishengir turns multi-buffering off is left out. A last dim that is not known to be contiguous
+# ("-strided" variants) costs a 32-byte UB block per element.
 
-_TILE_BYTES_PER_ELEM = {"pack": 4 * 8 + 4 + 16, "unpack": 4 + 4 * 8 + 16, "relayout": 4 + 16}
+
+def _ub_bytes_per_elem(kind: str, variant: Variant) -> int:
+    c = variant.constexprs
+    if kind == "relayout":
+        elem_bytes = 32 // c["N0"]
+        return 128 if c.get("STRIDED") else 4 * elem_bytes  # 8bit 512x16: 32 KiB; 32bit 512x16: 128 KiB
+    if kind == "pack":
+        if c["STRIDED"]:
+            return 128 if c["PER"] == 8 else 368  # int32 8x16 (1024 values): 128 KiB; uint8 16x16: 184 KiB
+        return 24 if c["PER"] == 8 else 44  # int32 16x64: 128 KiB, 8x128: 188 KiB; uint8 16x64: 88 KiB
+    return 14 if c["PER"] == 8 else 46  # unpack int32 16x64: 106 KiB; uint8 16x128: 180 KiB
+
+
+# Shipped Ascend tiles (BLOCK_R, BLOCK_P), each checked to compile with multi-buffering on for
+# Ascend910B2 and Ascend910_9391. NZ tiles keep BLOCK_P <= N0 where that costs nothing: one column group.
+_ASCEND_DEFAULTS = {
+    "pack": {"int32-nd": (16, 64), "int32-nz": (128, 8), "uint8-nd": (16, 128), "uint8-nz": (64, 32),
+             "int32-nd-strided": (8, 16), "int32-nz-strided": (16, 8), "uint8-nd-strided": (16, 16),
+             "uint8-nz-strided": (16, 16)},
+    "unpack": {"int32-nd": (16, 64), "int32-nz": (64, 16), "uint8-nd": (16, 128), "uint8-nz": (64, 32)},
+    "relayout": {"8bit": (128, 256), "16bit": (64, 256), "32bit": (64, 128),
+                 "8bit-strided": (32, 32), "16bit-strided": (32, 32), "32bit-strided": (32, 32)},
+}
 
 
 def _space(kind: str):
     def space(target: Target, variant: Variant) -> list:
         per = variant.constexprs.get("PER", 1)
-        per_elem = _TILE_BYTES_PER_ELEM[kind]
         configs = []
+        if target.is_ascend:
+            per_elem = _ub_bytes_per_elem(kind, variant)
+            largest = 1 << (target.ub_bytes // per_elem).bit_length() - 1
+            # the NZ permute of uint8 tiles wider than N0 costs more than the model: 16x64 needs 228 KiB
+            max_bp = variant.constexprs["N0"] if kind == "pack" and per == 2 and variant.constexprs["NZ"] else 256
+            for br in (8, 16, 32, 64, 128, 256, 512):
+                for bp in (8, 16, 32, 64, 128, 256):
+                    # the four largest power-of-two tile sizes that fit the model
+                    if largest // 8 <= br * bp * per <= largest and bp <= max_bp:
+                        configs.append({"BLOCK_R": br, "BLOCK_P": bp})
+            return configs
         for br in (8, 16, 32, 64):
             for bp in (8, 16, 32, 64, 128, 256):
                 elems = br * bp
-                if target.is_ascend:
-                    # double buffering: a tile must fit in half of the UB
-                    if elems * per_elem * 2 > target.ub_bytes:
+                for warps in (2, 4, 8):
+                    # at most 64 loaded values per thread keeps these copy kernels out of spills
+                    if elems * per // (32 * warps) > 64 or elems // (32 * warps) < 1:
                         continue
-                    configs.append({"BLOCK_R": br, "BLOCK_P": bp})
-                else:
-                    for warps in (2, 4, 8):
-                        # at most 64 loaded values per thread keeps these copy kernels out of spills
-                        if elems * per // (32 * warps) > 64 or elems // (32 * warps) < 1:
-                            continue
-                        configs.append({"BLOCK_R": br, "BLOCK_P": bp, "num_warps": warps})
+                    configs.append({"BLOCK_R": br, "BLOCK_P": bp, "num_warps": warps})
         return configs
     return space
 
@@ -233,12 +264,13 @@ def _default(kind: str):
     def default(target: Target, variant: Variant) -> dict:
         if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
             return {"BLOCK_R": 64, "BLOCK_P": 256}
-        space = _space(kind)(target, variant)
         if target.is_ascend:
-            # the largest tile that fits, widest along the contiguous dim
-            return max(space, key=lambda c: (c["BLOCK_R"] * c["BLOCK_P"], c["BLOCK_P"]))
+            br, bp = _ASCEND_DEFAULTS[kind][variant.label]
+            return {"BLOCK_R": br, "BLOCK_P": bp}
         per = variant.constexprs.get("PER", 1)
         bp = 64 if per > 1 else 128
+        if variant.constexprs.get("STRIDED") and per > 1:
+            bp = 32  # strided int32 16x64 spills on sm_90 (per-element addresses)
         return {"BLOCK_R": 16 if per > 1 else 32, "BLOCK_P": bp, "num_warps": 4}
     return default
 
@@ -262,10 +294,10 @@ _UNPACK_VARIANTS = [
             {k: c for k, c in v.constexprs.items() if k != "STRIDED"}) for v in _PACK_VARIANTS if not v.constexprs["STRIDED"]
 ]
 _RELAYOUT_VARIANTS = {
-    "nd_to_nz": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
+    "nd_to_nz": [Variant(f"{bits}bit" + ("-strided" if strided else ""), {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
                                         "stride_b": "i32", "stride_m": "i32", "stride_n": "i32", "M1": "i32",
-                                        "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits})
-                 for bits in (8, 16, 32)],
+                                        "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits, "STRIDED": strided})
+                 for bits in (8, 16, 32) for strided in (False, True)],
     "nz_to_nd": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
                                         "M1": "i32", "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits})
                  for bits in (8, 16, 32)],
@@ -347,6 +379,18 @@ def _config(spec: KernelSpec, target: Target, variant: str, shape: dict) -> tupl
     return split_config(pick_config(spec.name, target, variant, spec.tuning.bucket(shape)))
 
 
+def _check_tile_offsets(op: str, arg: str, *spans: int) -> None:
+    """The kernels address a tile's elements with int32 offsets from its int64 corner: spans must fit."""
+    if max(spans) >= 2**31:
+        raise ValueError(f"{op}: {arg} is too large for 32-bit offsets inside a tile "
+                         f"(a tile spans {max(spans)} elements)")
+
+
+def _nz_span(block_r: int, block_p: int, m1: int, n0: int) -> int:
+    """Elements one NZ tile of _nz_ptrs spans: its column groups lie M1 * 16 * N0 apart."""
+    return (-(-block_p // n0)) * m1 * M0 * n0 + block_r * n0
+
+
 def _first_bad(weight: torch.Tensor) -> str:
     bad = ((weight < -8) | (weight > 7)).nonzero()[0].tolist()
     return f"weight[{', '.join(map(str, bad))}] = {int(weight[tuple(bad)])}"
@@ -384,6 +428,9 @@ def _pack_op(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> torch
     strided = weight.stride(1) != 1
     variant = f"{'int32' if out_dtype == torch.int32 else 'uint8'}-{layout}" + ("-strided" if strided else "")
     meta, opts = _config(PACK, target, variant, {"R": rows, "C": weight.shape[1]})
+    br, bp = meta["BLOCK_R"], meta["BLOCK_P"]
+    _check_tile_offsets(OP, "weight", br * weight.stride(0) + bp * per * weight.stride(1),
+                        _nz_span(br, bp, m1, n0) if nz else br * p)
     r_ext, p_ext = (m1 * M0, n1 * n0) if nz else (rows, p)
     grid = _backend.persistent_grid(triton.cdiv(r_ext, meta["BLOCK_R"]) * triton.cdiv(p_ext, meta["BLOCK_P"]), target)
     bad = torch.zeros(grid[0], dtype=torch.int32, device=device)
@@ -454,7 +501,9 @@ def _unpack_op(packed: torch.Tensor, layout: str, shape: Optional[list[int]]) ->
     target = _backend.target_for(device)
     meta, opts = _config(UNPACK, target, f"{'int32' if packed.dtype == torch.int32 else 'uint8'}-{layout}",
                          {"R": rows, "C": p * per})
-    n_tiles = triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(p, meta["BLOCK_P"])
+    br, bp = meta["BLOCK_R"], meta["BLOCK_P"]
+    _check_tile_offsets("unpack_int4", "packed", br * p * per, _nz_span(br, bp, m1, n0) if layout == "nz" else 0)
+    n_tiles = triton.cdiv(rows, br) * triton.cdiv(p, bp)
     if out.numel():
         _backend.launch(UNPACK.name, _unpack_int4_kernel, _backend.persistent_grid(n_tiles, target), packed, out,
                         rows, p, m1, PER=per, NZ=layout == "nz", N0=n0, **meta, **opts)
@@ -503,12 +552,16 @@ def _nd_to_nz_op(x: torch.Tensor) -> torch.Tensor:
     x3 = x.reshape(-1, m, n)  # a view unless the batch dims cannot be merged
     out = torch.empty(shape, dtype=x.dtype, device=device)
     target = _backend.target_for(device)
-    meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit", {"B": x3.shape[0], "M": m, "N": n})
+    strided = x3.stride(2) != 1
+    meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit" + ("-strided" if strided else ""),
+                         {"B": x3.shape[0], "M": m, "N": n})
+    _check_tile_offsets("nd_to_nz", "x", meta["BLOCK_M"] * x3.stride(1) + meta["BLOCK_N"] * x3.stride(2),
+                        _nz_span(meta["BLOCK_M"], meta["BLOCK_N"], m1, n0))
     n_tiles = x3.shape[0] * triton.cdiv(m1 * M0, meta["BLOCK_M"]) * triton.cdiv(n1 * n0, meta["BLOCK_N"])
     if out.numel():
         _backend.launch(ND_TO_NZ.name, _nd_to_nz_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x3),
                         _bitview(out), m, n, x3.stride(0), x3.stride(1), x3.stride(2), m1, n1, x3.shape[0],
-                        N0=n0, **meta, **opts)
+                        N0=n0, STRIDED=strided, **meta, **opts)
     return out
 
 
@@ -552,6 +605,7 @@ def _nz_to_nd_op(x: torch.Tensor, shape: Optional[list[int]]) -> torch.Tensor:
     out = torch.empty(out_shape, dtype=x.dtype, device=device)
     target = _backend.target_for(device)
     meta, opts = _config(NZ_TO_ND, target, f"{x.element_size() * 8}bit", {"B": n_batch, "M": m, "N": n})
+    _check_tile_offsets("nz_to_nd", "x", meta["BLOCK_M"] * n, _nz_span(meta["BLOCK_M"], meta["BLOCK_N"], m1, n0))
     n_tiles = n_batch * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
     if out.numel():
         _backend.launch(NZ_TO_ND.name, _nz_to_nd_kernel, _backend.persistent_grid(n_tiles, target), _bitview(x),

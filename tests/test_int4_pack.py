@@ -164,3 +164,23 @@ def test_meter_shows_single_pass_packing():
         floor = minimum_bytes(w, out)
         assert m.loaded >= w.numel() * 4, "every input byte must be read"
         assert m.total <= 1.05 * floor, (layout, m.total, floor)
+
+
+@pytest.mark.parametrize("target", ["Ascend910B2", "Ascend910_9391"])
+def test_ascend_defaults_sit_in_small_candidate_spaces(target):
+    """Shipped Ascend tiles come from the UB model's own candidates, at most 40 per variant."""
+    from atlas_kernels.autotune import KERNELS, get_target
+    t = get_target(target)
+    for name in ("int4_pack.pack", "int4_pack.unpack", "int4_pack.nd_to_nz", "int4_pack.nz_to_nd"):
+        spec = KERNELS[name]
+        for variant in spec.variants:
+            candidates = spec.candidates(t, variant)
+            assert 0 < len(candidates) <= 40, (name, variant.label, len(candidates))
+            assert spec.default(t, variant) in candidates, (name, variant.label)
+
+
+def test_tiles_too_large_for_int32_offsets_are_refused():
+    from atlas_kernels import int4_pack
+    int4_pack._check_tile_offsets("op", "weight", 2**31 - 1)
+    with pytest.raises(ValueError, match="weight is too large for 32-bit offsets"):
+        int4_pack._check_tile_offsets("op", "weight", 16, 2**31)
