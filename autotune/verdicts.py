@@ -94,7 +94,7 @@ def _dumps(data: dict) -> str:
 
 def write(kernels: dict, target: Target, compiler: str, path: pathlib.Path = PATH) -> None:
     """Merge {kernel: {variant: {config key: verdict}}} into the file (whole variants replaced), atomically."""
-    data = load(path) if path.exists() else {"schema": SCHEMA, "kernels": {}}
+    data = load.__wrapped__(path)  # fresh: another run may have written since this process read it
     if data.get("memory") not in (None, memory_class(target)):
         data = {"schema": SCHEMA, "kernels": {}}
     merged = {k: dict(v) for k, v in data["kernels"].items()}
