@@ -172,10 +172,9 @@ def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> t
     return m, k, n
 
 
-def _scale_view(deq_scale: torch.Tensor) -> tuple:
-    """(float32 view of bits 0..31 of deq_scale, element stride): no copy, no host sync."""
-    lo = deq_scale.reshape(-1).view(torch.int32)[::2].view(torch.float32)
-    return lo, (0 if deq_scale.numel() == 1 else lo.stride(0))
+def _scale(deq_scale: torch.Tensor, n: int) -> torch.Tensor:
+    """float32 (n,) from bits 0..31 of deq_scale, contiguous (the kernel reads the scale with unit stride)."""
+    return deq_scale.reshape(-1).view(torch.int32)[::2].view(torch.float32).expand(n).contiguous()
 
 
 def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
@@ -193,7 +192,6 @@ def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
     meta, opts = split_config(pick_config(GEMM.name, target, label))
     if meta["BLOCK_N"] % CHUNK:
         raise ValueError(f"{OP}: config BLOCK_N = {meta['BLOCK_N']} is not a multiple of {CHUNK}")
-    scale, s_scale = _scale_view(deq_scale) if deq_scale is not None else (out, 0)
     modes = {"A_FORMAT": A_INT8.value, "B_FORMAT": B_SPARSE.value,
              "SCALE_MODE": (SCALE_F32 if deq_scale is not None else SCALE_NONE).value,
              "OFFSET_MODE": OFFSET_NONE.value, "HAS_PERTOKEN": False,
@@ -201,9 +199,11 @@ def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
              "A_K_UNIT": x1.stride(1) == 1, "B_K_UNIT": False, "B_N_UNIT": False}
     n_tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
     _backend.launch(GEMM.name, _qmm_kernel, _backend.persistent_grid(n_tiles, target, uses_dot=True),
-                    x1, cw.mask, out, scale, out, out, out if bias is None else bias.reshape(n), cw.values, cw.offsets,
-                    m, n, k, 1, 1, 1, 1, 0, 0, 0, 0, x1.stride(0), x1.stride(1), 0, 0, 0, 0, cw.mask.shape[1], 0,
-                    0, s_scale, 0, 0, **modes, **meta, **opts)
+                    a_ptr=x1, b_ptr=cw.mask, out_ptr=out, scale_ptr=out if deq_scale is None else _scale(deq_scale, n),
+                    offset_ptr=out, pertoken_ptr=out, bias_ptr=out if bias is None else bias.reshape(n),
+                    bv_ptr=cw.values, bo_ptr=cw.offsets, M=m, N=n, K=k, n_batch=1, D1=1, D2=1, D3=1,
+                    sa0=0, sa1=0, sa2=0, sa3=0, sam=x1.stride(0), sak=x1.stride(1), sb0=0, sb1=0, sb2=0, sb3=0,
+                    sbk=cw.mask.shape[1], sbn=0, s_bias=0, nz_k1=0, **modes, **meta, **opts)
     return out
 
 

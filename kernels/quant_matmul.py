@@ -24,13 +24,19 @@ return the (BLOCK_K, BLOCK_N) int8 tile of x2 rows k0.., columns n0..
 they are. A new epilogue (e.g. a different scale encoding) is one more
 SCALE_* branch in ``_load_scale``.
 
-Configs: Ascend tiles are whole 16x32 int8 fractals fitting L0A/L0B (ping-pong), L0C (int32 acc) and L1,
-one program per AI core; decode (m <= 16) uses BLOCK_M = 16 so every weight byte is read once. CUDA
-defaults come from the cuda check (no spills; wgmma on sm_90). On sm_90 Triton 3.9 cannot feed an
-in-register int4 interleave (tl.join/reshape) to wgmma's B operand ("Illegal shared layout"), so x2 packed
-along n (B_INT4_N) is unpacked nibble-major (``_nibble_major``: the tile's columns permuted, which wgmma
-takes) and the epilogue writes each column to its x2 column; x2 packed along k (B_INT4_K) splits the dot
-by nibble instead.
+Configs: Ascend tiles are whole 16x32 int8 fractals fitting L0A/L0B (ping-pong), L0C (int32 acc), L1 and
+the UB that bishengir plans for the epilogue and for any decoder that runs in the vector unit (``_ascend_ub``);
+decode (m <= 16) uses BLOCK_M = 16 so every weight byte is read once. CUDA defaults come from the cuda check
+(no spills; wgmma on sm_90).
+
+What keeps a tile's UB small on Ascend (bishengir's numbers, Ascend910B2): every vector the epilogue loads
+has unit stride (a runtime stride, even for a (1,) scale, lays the whole epilogue out one element per 32-byte
+block: 512 KiB instead of 35 KiB at 128x128), so the launcher passes (n,) scale and offset; the int8-output
+clamps are int32 min/max after one float clamp (float min/max add NaN checks on the whole tile: 363 KiB ->
+176 KiB); a k-contiguous x2 is loaded as the (BLOCK_N, BLOCK_K) rows it is stored in and transposed for the
+dot (free: the cube loads it that way); an NZ x2 tile is one 3-D load of whole column fractals, not a
+per-element gather (187 KiB -> 34 KiB). Packed int4 x1 is never unpacked: the dot splits by nibble (see the
+K loop); interleaving its nibbles in the vector unit cost about 80 bytes of UB per element (1 MiB at 64x128x128).
 
 Scale precision (matches torch_npu): an int64 scale is the trans_quant_param
 form and only its top 19 float bits count; a float32 scale is truncated to
@@ -87,48 +93,27 @@ def _nibble(words, j: tl.constexpr):
 
 
 @triton.jit
-def _interleave8(words, R: tl.constexpr, C: tl.constexpr):
+def _unpack8(words, R: tl.constexpr, C: tl.constexpr):
     """(R, C) int32 words -> (R, 8*C) int8 with element 8c + j = nibble j of word c (no memory traffic)."""
-    even = tl.join(tl.join(_nibble(words, 0), _nibble(words, 4)), tl.join(_nibble(words, 2), _nibble(words, 6)))
-    odd = tl.join(tl.join(_nibble(words, 1), _nibble(words, 5)), tl.join(_nibble(words, 3), _nibble(words, 7)))
-    return tl.reshape(tl.join(even, odd), (R, 8 * C))
+    shifts = 28 - 4 * tl.arange(0, 8)
+    return tl.reshape(((words[:, :, None] << shifts[None, None, :]) >> 28).to(tl.int8), (R, 8 * C))
 
 
 @triton.jit
-def _nibble_major(words, R: tl.constexpr, C: tl.constexpr):
-    """(R, C) int32 words -> (R, 8*C) int8 with element j*C + c = nibble j of word c.
-
-    The columns of an int4-along-n tile in this order (not _interleave8's) go to wgmma's B operand on sm_90;
-    the epilogue maps them back (``_tile_columns``).
-    """
-    even = tl.join(tl.join(_nibble(words, 0), _nibble(words, 4)), tl.join(_nibble(words, 2), _nibble(words, 6)))
-    odd = tl.join(tl.join(_nibble(words, 1), _nibble(words, 5)), tl.join(_nibble(words, 3), _nibble(words, 7)))
-    return tl.reshape(tl.permute(tl.join(even, odd), (0, 2, 3, 4, 1)), (R, 8 * C))
-
-
-@triton.jit
-def _tile_columns(n0, B_FORMAT: tl.constexpr, BLOCK_N: tl.constexpr):
-    """x2 column of each column of the B tile (and of the accumulator)."""
-    c = tl.arange(0, BLOCK_N)
-    if B_FORMAT == B_INT4_N:  # nibble-major: column j*(BLOCK_N/8) + q is n0 + 8q + j
-        return n0 + 8 * (c % (BLOCK_N // 8)) + c // (BLOCK_N // 8)
-    else:
-        return n0 + c
-
-
-@triton.jit
-def _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT: tl.constexpr, BLOCK_M: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
+def _load_a_tile(a_base, rm, k0, M, K, sam, sak, BLOCK_K: tl.constexpr):
     """(BLOCK_M, BLOCK_K) int8 tile of x1, zero outside m < M, k < K."""
-    if A_FORMAT == A_INT4:
-        rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
-        mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
-        words = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak, mask=mask, other=0)
-        return _interleave8(words, BLOCK_M, BLOCK_K // 8)
-    else:
-        rk = k0 + tl.arange(0, BLOCK_K)
-        mask = (rm < M)[:, None] & (rk < K)[None, :]
-        return tl.load(a_base + rm[:, None] * sam + rk[None, :] * sak, mask=mask, other=0)
+    rk = k0 + tl.arange(0, BLOCK_K)
+    mask = (rm < M)[:, None] & (rk < K)[None, :]
+    return tl.load(a_base + rm[:, None] * sam + rk[None, :] * sak, mask=mask, other=0)
+
+
+@triton.jit
+def _load_int4_n_rows(b_base, rk, n0, K, N, sbk, sbn, BLOCK_N: tl.constexpr):
+    """(len(rk), BLOCK_N) int8 rows rk of an x2 packed along n (int32 (k, n/8)), zero outside k < K, n < N."""
+    rw = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    mask = (rk < K)[:, None] & (rw < N // 8)[None, :]
+    words = tl.load(b_base + rk[:, None] * sbk + rw[None, :] * sbn, mask=mask, other=0)
+    return _unpack8(words, rk.shape[0], BLOCK_N // 8)
 
 
 @triton.jit
@@ -136,8 +121,8 @@ def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT
                  BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """(BLOCK_K, BLOCK_N) int8 tile of x2 (rows k0.., columns n0..), zero outside k < K, n < N.
 
-    B_INT4_K is the exception: it returns the (BLOCK_K/8, BLOCK_N) packed words, split by nibble in the K loop.
-    B_INT4_N: columns in the order of ``_tile_columns`` (nibble-major).
+    B_INT4_K is the exception: it returns the (BLOCK_K/8, BLOCK_N) packed words, split by nibble in the K loop
+    (B_INT4_N's rows come from ``_load_int4_n_rows`` there).
     B_SPARSE: b_base holds the nonzero mask of x2, uint8 (K, sbk), bit j of byte q of row r = x2[r, 8q + j] != 0;
     bv_ptr the nonzeros in row-major order; bo_ptr int32 (K, sbk / (SPARSE_CHUNK/8)), the index in bv_ptr of
     row r's first nonzero at column >= c * SPARSE_CHUNK. Only nonzeros are loaded (masked gather).
@@ -158,12 +143,6 @@ def _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT
         rn = n0 + tl.arange(0, BLOCK_N)
         mask = (rw < K // 8)[:, None] & (rn < N)[None, :]
         return tl.load(b_base + rw[:, None] * sbk + rn[None, :] * sbn, mask=mask, other=0)
-    elif B_FORMAT == B_INT4_N:
-        rk = k0 + tl.arange(0, BLOCK_K)
-        rw = n0 // 8 + tl.arange(0, BLOCK_N // 8)
-        mask = (rk < K)[:, None] & (rw < N // 8)[None, :]
-        words = tl.load(b_base + rk[:, None] * sbk + rw[None, :] * sbn, mask=mask, other=0)
-        return _nibble_major(words, BLOCK_K, BLOCK_N // 8)
     elif B_FORMAT == B_NZ:
         # column fractal f of x2 holds columns 32f..32f+31 of all k1*16 rows, row-major: a (BLOCK_K, 32) slab
         # is 2-D strided, so the tile is one 3-D load (k, fractal, column in fractal) and a free reshape
@@ -286,21 +265,28 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
         n0 = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for k0 in range(0, K, BLOCK_K):
-            if B_FORMAT == B_INT4_K:
-                # x1 and x2 both packed along k: nibble j of x1's word w and of x2's word w are both element 8w + j,
-                # and the order of K inside a dot does not matter, so the dot splits by nibble (no interleave)
+            if A_FORMAT == A_INT4:
+                # x1 packed along k: nibble j of its word w is element k0 + 8w + j, and the order of K inside a
+                # dot does not matter, so the dot splits by nibble against x2's rows k0 + 8w + j (no interleave)
                 rw = k0 // 8 + tl.arange(0, BLOCK_K // 8)
                 a_mask = (rm < M)[:, None] & (rw < K // 8)[None, :]
-                aw = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak,
-                             mask=a_mask, other=0)
-                bw = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT, BLOCK_K, BLOCK_N)
+                aw = tl.load(a_base + rm[:, None] * sam + rw[None, :] * sak, mask=a_mask, other=0)
+                if B_FORMAT == B_INT4_K:  # x2's word w holds the same k as x1's
+                    bw = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT,
+                                      BLOCK_K, BLOCK_N)
                 for j in tl.static_range(8):
-                    acc = tl.dot(_nibble(aw, j), _nibble(bw, j), acc)
+                    if B_FORMAT == B_INT4_K:
+                        bj = _nibble(bw, j)
+                    else:
+                        bj = _load_int4_n_rows(b_base, k0 + 8 * tl.arange(0, BLOCK_K // 8) + j, n0, K, N, sbk, sbn,
+                                               BLOCK_N)
+                    acc = tl.dot(_nibble(aw, j), bj, acc)
             else:
-                a = _load_a_tile(a_base, rm, k0, M, K, sam, sak, A_FORMAT, BLOCK_M, BLOCK_K)
-                bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT, BLOCK_K, BLOCK_N)
+                a = _load_a_tile(a_base, rm, k0, M, K, sam, sak, BLOCK_K)
+                bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, K, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT,
+                                  BLOCK_K, BLOCK_N)
                 acc = tl.dot(a, bt, acc)
-        rn = _tile_columns(n0, B_FORMAT, BLOCK_N)
+        rn = n0 + tl.arange(0, BLOCK_N)
         _epilogue(acc, rm, rn, M, N, out_ptr + b.to(tl.int64) * M * N, bias_ptr + b.to(tl.int64) * s_bias,
                   scale_ptr, offset_ptr, pertoken_ptr,
                   SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
@@ -317,27 +303,44 @@ def _is_decode(variant: Variant) -> bool:
     return variant.label.endswith("-decode")
 
 
-def _min_block_k(variant: Variant) -> int:
-    # B_INT4_K dots are BLOCK_K/8 deep: at least 32 (one int8 fractal / one int8 mma k-step)
-    return 256 if variant.constexprs["B_FORMAT"] == B_INT4_K.value else 32
+def _min_block_k(target: Target, variant: Variant) -> int:
+    if variant.constexprs["A_FORMAT"] == A_INT4.value:  # its dots are BLOCK_K/8 deep: at least one int8 fractal
+        return 256                                     # (Ascend) / one int8 mma k-step (CUDA)
+    if target.is_ascend and variant.constexprs["B_FORMAT"] != B_SPARSE.value:
+        return 64  # only the sparse decoder, in the vector unit, needs a k-step as shallow as one fractal
+    return 32
 
 
-def _ascend_fits(target: Target, bm: int, bn: int, bk: int) -> bool:
+def _ascend_ub(variant: Variant, bm: int, bn: int, bk: int) -> int:
+    """UB bytes bishengir plans for a tile, fitted to its numbers on Ascend910B2 (multi-buffering off where it
+    retries without it). The epilogue costs per output element (a 16-row tile costs like 64 rows: each vector
+    core gets 8 padded rows); ND and NZ loads go to L1 and cost no UB; the int4 and sparse decoders run in the
+    vector unit and cost per decoded element."""
+    c = variant.constexprs
+    out = max(bm, 64) * bn
+    epilogue = 11 * out if c["REQUANT"] else 2 * out if c["SCALE_MODE"] == SCALE_NONE.value else 5 * out // 2
+    b_fmt = c["B_FORMAT"]
+    if b_fmt == B_INT4_N.value:  # x2's (BLOCK_K/8, BLOCK_N) rows of one nibble, unpacked along n
+        return epilogue + 36 * bn * bk // 8
+    if b_fmt == B_INT4_K.value:
+        return epilogue + 17 * (bm + bn) * bk // 8
+    if b_fmt == B_SPARSE.value:  # mask bits, their cumsum, gather indices and values per weight element
+        return epilogue + 21 * bk * bn
+    return epilogue
+
+
+def _ascend_fits(target: Target, variant: Variant, bm: int, bn: int, bk: int) -> bool:
+    # NZ x2 is staged in L1 as whole column fractals: bk * (1024 + 2 bm) bytes planned on Ascend910B2
+    l1 = bk * (1024 + 2 * bm) if variant.constexprs["B_FORMAT"] == B_NZ.value else 2 * (bm * bk + bk * bn)
     return (bm * bk * 2 <= target.l0a_bytes and bk * bn * 2 <= target.l0b_bytes and bm * bn * 4 <= target.l0c_bytes
-            and 2 * (bm * bk + bk * bn) <= target.l1_bytes and bm * bn * 4 * 2 <= target.ub_bytes)
-
-
-# B_SPARSE: BLOCK_N is a multiple of SPARSE_CHUNK; the decoded tile needs about 24 bytes of on-chip data per
-# element (mask bits, their cumsum, gather indices, values): half the UB on Ascend; on CUDA registers, so the
-# tile is small enough that the decode and the accumulator stay out of spills.
-_SPARSE_DECODE_BYTES = 24
+            and l1 <= target.l1_bytes and _ascend_ub(variant, bm, bn, bk) <= target.ub_bytes)
 
 
 def _sparse_fits(target: Target, bm: int, bn: int, bk: int, warps: int = 4) -> bool:
+    """B_SPARSE: BLOCK_N is a multiple of SPARSE_CHUNK. On CUDA the decode (mask bits, cumsum, gather indices)
+    lives in registers next to the accumulator: small enough tiles stay out of spills."""
     if bn % SPARSE_CHUNK.value or bk > 128:
         return False
-    if target.is_ascend:
-        return bk * bn * _SPARSE_DECODE_BYTES * 2 <= target.ub_bytes
     if target.backend == "cuda":
         return bk * bn // (32 * warps) <= 32 and bm * bn // (32 * warps) <= 64
     return True
@@ -346,7 +349,7 @@ def _sparse_fits(target: Target, bm: int, bn: int, bk: int, warps: int = 4) -> b
 def _space(target: Target, variant: Variant) -> list:
     configs = []
     sparse = variant.constexprs["B_FORMAT"] == B_SPARSE.value
-    min_bk = _min_block_k(variant)
+    min_bk = _min_block_k(target, variant)
     for bm in (16, 32, 64, 128, 256):
         for bn in (32, 64, 128, 256):
             for bk in (32, 64, 128, 256, 512):
@@ -355,11 +358,11 @@ def _space(target: Target, variant: Variant) -> list:
                 if sparse and not _sparse_fits(target, bm, bn, bk, 8 if target.backend == "cuda" else 4):
                     continue
                 if target.is_ascend:
-                    if _ascend_fits(target, bm, bn, bk):
+                    if _ascend_fits(target, variant, bm, bn, bk):
                         configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
                 elif target.backend == "cuda":
-                    # wgmma (sm_90, 64-row tiles) takes the nibble-major int4 tile only with >= 8 columns per
-                    # nibble; BLOCK_N = 32 fails there with "Illegal shared layout"
+                    # wgmma (sm_90, 64-row tiles) failed on an unpacked int4 tile with BLOCK_N = 32 ("Illegal
+                    # shared layout")
                     if (variant.constexprs["B_FORMAT"] == B_INT4_N.value and target.name == "sm_90" and bm >= 64
                             and bn < 64):
                         continue
@@ -375,11 +378,23 @@ def _space(target: Target, variant: Variant) -> list:
     return configs
 
 
+# Ascend (prefill, decode) tiles per B format, BLOCK_M x BLOCK_N x BLOCK_K. Every epilogue fits the ND tiles
+# (an int8 output needs the most UB: 11 bytes per output element). The int4 and sparse decoders run in the
+# vector unit, so their tiles are as large as the UB allows.
+_ASCEND_DEFAULT = {
+    B_ND.value: ((128, 128, 256), (16, 256, 128)),
+    B_NZ.value: ((128, 128, 256), (16, 256, 128)),
+    B_INT4_K.value: ((128, 128, 256), (16, 128, 256)),
+    B_INT4_N.value: ((128, 128, 256), (16, 128, 256)),
+    B_SPARSE.value: ((128, 128, 32), (16, 128, 64)),
+}
+
+
 def _default(target: Target, variant: Variant) -> dict:
     """Derived defaults. Decode variants (m <= 16): BLOCK_M covers all rows, so each weight byte is read once,
     and a wide BLOCK_N keeps x1's re-reads (once per n-tile) small against the weight."""
     decode = _is_decode(variant)
-    min_bk = _min_block_k(variant)
+    min_bk = _min_block_k(target, variant)
     if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
         return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 256 if decode else 128, "BLOCK_K": max(min_bk, 128),
                 "GROUP_M": 8}
@@ -387,17 +402,11 @@ def _default(target: Target, variant: Variant) -> dict:
         # from the cuda check: no spills with the decode's bits/cumsum/indices next to the accumulator
         return {"BLOCK_M": 16 if decode else 32, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
                 "num_stages": 2}
-    if target.is_ascend:
-        space = _space(target, variant)
-        if decode:
-            # the 16-row fractal, the widest n-tile, then the deepest k-step that fits
-            return max((c for c in space if c["BLOCK_M"] == 16), key=lambda c: (c["BLOCK_N"], c["BLOCK_K"]))
-        # the most output per byte loaded (bm*bn/(bm+bn)), then the deepest k-step
-        return max(space, key=lambda c: (c["BLOCK_M"] * c["BLOCK_N"] / (c["BLOCK_M"] + c["BLOCK_N"]),
-                                         c["BLOCK_K"], c["BLOCK_M"]))
+    if target.is_ascend:  # verified by the ascend check on Ascend910B2 and Ascend910_9391 (UB bytes planned there)
+        bm, bn, bk = _ASCEND_DEFAULT[variant.constexprs["B_FORMAT"]][decode]
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}
     # CUDA: chosen from the cuda check (no spills; wgmma on sm_90 where Triton can use it).
-    b_fmt = variant.constexprs["B_FORMAT"]
-    if b_fmt == B_INT4_K.value:
+    if variant.constexprs["A_FORMAT"] == A_INT4.value:
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
     if target.name == "sm_90":  # wgmma needs a 64-row warpgroup tile; for decode the extra rows are masked
         return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
@@ -628,8 +637,10 @@ def _batch_strides(t: torch.Tensor, batch: tuple) -> list:
     return [0] * (4 - len(strides)) + strides
 
 
-def _vector_stride(t: Optional[torch.Tensor]) -> int:
-    return 0 if t is None or t.numel() == 1 else t.stride(0)
+def _per_column(t: torch.Tensor, n: int) -> torch.Tensor:
+    """A (1,) or (n,) vector as a contiguous (n,): the kernel loads it with unit stride (on Ascend a runtime
+    stride turns the whole epilogue into one element per 32-byte block: 8x the UB)."""
+    return t.expand(n).contiguous()
 
 
 @torch.library.custom_op("atlas::quant_matmul", mutates_args=())
@@ -667,11 +678,13 @@ def _quant_matmul_op(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, of
     meta, opts = split_config(pick_config(GEMM.name, target, config_label(plan, units["B_K_UNIT"])))
     n_tiles = math.prod(batch) * triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
     grid = _backend.persistent_grid(n_tiles, target, uses_dot=True)
-    _backend.launch(GEMM.name, _qmm_kernel, grid, x1, x2, out, scale,
-                    out if offset is None else offset, out if pertoken_scale is None else pertoken_scale,
-                    out if bias is None else bias, x2, x2,
-                    m, n, k, math.prod(batch), sizes[1], sizes[2], sizes[3], *sa, x1.stride(-2), x1.stride(-1),
-                    *sb, sbk, sbn, s_bias, _vector_stride(scale), _vector_stride(offset), nz_k1,
+    _backend.launch(GEMM.name, _qmm_kernel, grid, a_ptr=x1, b_ptr=x2, out_ptr=out, scale_ptr=_per_column(scale, n),
+                    offset_ptr=out if offset is None else _per_column(offset, n),
+                    pertoken_ptr=out if pertoken_scale is None else pertoken_scale,
+                    bias_ptr=out if bias is None else bias, bv_ptr=x2, bo_ptr=x2,
+                    M=m, N=n, K=k, n_batch=math.prod(batch), D1=sizes[1], D2=sizes[2], D3=sizes[3],
+                    **dict(zip(("sa0", "sa1", "sa2", "sa3"), sa)), sam=x1.stride(-2), sak=x1.stride(-1),
+                    **dict(zip(("sb0", "sb1", "sb2", "sb3"), sb)), sbk=sbk, sbn=sbn, s_bias=s_bias, nz_k1=nz_k1,
                     **{c: plan[c] for c in _CONSTEXPRS}, **units, **meta, **opts)
     return out
 

@@ -374,8 +374,9 @@ def test_config_spaces_respect_the_hardware():
     for name in ASCEND_TARGETS:
         t = get_target(name)
         for v in spec.variants:
-            space = spec.space(t, v)
+            space = spec.candidates(t, v)  # the UB model's proposals, before stored compiler verdicts narrow them
             assert spec.default(t, v) in space, (name, v.label)
+            assert len(space) <= 60, (name, v.label, len(space))
             for c in space:
                 bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
                 assert bm % 16 == 0 and bk % 32 == 0 and bn % 32 == 0, c  # whole 16x32 int8 fractals
@@ -391,6 +392,6 @@ def test_config_spaces_respect_the_hardware():
                 assert c.get("num_stages", 1) * (c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] <= t.smem_bytes
     sm90 = get_target("sm_90")
     for v in spec.variants:
-        if v.label.startswith("i4-n"):  # wgmma tiles; its nibble-major B operand needs >= 8 columns per nibble
+        if v.label.startswith("i4-n"):  # wgmma tiles; an unpacked int4 B operand failed at BLOCK_N = 32
             assert spec.default(sm90, v)["BLOCK_M"] >= 64, v.label
             assert all(c["BLOCK_N"] >= 64 for c in spec.space(sm90, v) if c["BLOCK_M"] >= 64), v.label

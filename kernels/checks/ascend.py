@@ -104,7 +104,7 @@ def _store(key: str, verdict: tuple) -> None:
     os.replace(tmp, os.path.join(_cache_dir(), key + ".json"))
 
 
-def compile_linalg(linalg: str, soc: str, timeout: float = 300) -> tuple:
+def compile_linalg(linalg: str, soc: str, timeout: float = 120) -> tuple:
     """(ok, detail, stats) of bishengir-compile on one Linalg module for SoC ``soc``.
 
     stats: planned bytes per on-chip space (ub, l1, l0c, ...), or {"ub_required": N} on an overflow.
