@@ -35,37 +35,27 @@ ITEM_COLS = 8            # work list row: see _work_list
 
 
 @triton.jit
-def _live_windows(k, a, b, c_lo, c_hi, SLOTS: tl.constexpr):
-    """Chunk phase (chunk index inside its window) of each slot's window at chunk k, and whether the slot is live.
-
-    Window c (c_lo <= c < c_hi) covers chunks c*b .. c*b + a - 1 and lives in slot c % SLOTS.
-    """
-    slots = tl.arange(0, SLOTS)
-    cmax = tl.minimum(k // b, c_hi - 1)
-    cs = cmax - (cmax - slots + SLOTS) % SLOTS
-    phase = k - cs * b
-    live = (cs >= c_lo) & (phase < a)
-    return phase, live
-
-
-@triton.jit
-def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt, stride_xn, stride_xd,
+def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt, stride_xn,
                 CHUNK: tl.constexpr, SLOTS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out[T', N, D] (contiguous) from x[T, N, D] (strided) and w[l, N] (contiguous).
+    """out[T', N, D] (contiguous) from x[T, N, D] (D contiguous) and w[l, N] (contiguous).
 
-    One tile = (work item, head, D block).
+    One tile = (work item, head, D block). Window c covers chunks c*b .. c*b + a - 1 and accumulates
+    in row c % SLOTS of acc [SLOTS, BLOCK_D].
     """
     pid = tl.program_id(0)
     a = l // CHUNK
     b = d // CHUNK
     n_db = tl.cdiv(D, BLOCK_D)
     rows = tl.arange(0, CHUNK)
-    slots = tl.arange(0, SLOTS)
+    # a full-shape slot index: masks built from it need no broadcast (Ascend: a [SLOTS, 1] mask
+    # broadcast along D makes bishengir pad every element to 32 bytes)
+    slot = tl.arange(0, SLOTS)[:, None] + 0 * tl.arange(0, BLOCK_D)[None, :]
+    col = 0 * rows[:, None] + tl.arange(0, BLOCK_D)[None, :]  # [CHUNK, BLOCK_D], full-shape as well
     for tile in range(pid, n_items * N * n_db, tl.num_programs(0)):
         item = tile // (N * n_db)
         n = (tile // n_db) % N
-        cols = (tile % n_db) * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = cols < D
+        d0 = (tile % n_db) * BLOCK_D
+        cols = d0 + tl.arange(0, BLOCK_D)
         row = work_ptr + item * 8
         ts = tl.load(row)
         o_seq = tl.load(row + 1)
@@ -73,79 +63,84 @@ def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt,
         c_hi = tl.load(row + 3)
         k_lo = c_lo * b
         k_hi = tl.where(c_hi > c_lo, (c_hi - 1) * b + a, k_lo)
-        x_row = x_ptr + ts.to(tl.int64) * stride_xt + n * stride_xn + cols * stride_xd
+        x_tile = x_ptr + n * stride_xn + d0 + rows[:, None] * stride_xt + col  # int32 offsets inside a chunk
         acc = tl.zeros((SLOTS, BLOCK_D), dtype=tl.float32)
         for k in range(k_lo, k_hi):
-            tok = (k * CHUNK + rows).to(tl.int64)
-            x = tl.load(x_row[None, :] + tok[:, None] * stride_xt, mask=dmask[None, :], other=0.0).to(tl.float32)
-            phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
-            wk = tl.load(w_ptr + (phase[:, None] * CHUNK + rows[None, :]) * N + n, mask=live[:, None], other=0.0)
-            acc += tl.sum(wk.to(tl.float32)[:, :, None] * x[None, :, :], axis=1)
-            # window (k - a + 1) / b ends with this chunk: write its slot and clear it
-            # (vector-form masks throughout: the interpreter turns vector & scalar masks into int32)
-            r = k - a + 1 + slots * 0
-            done = (slots == (r // b) % SLOTS) & (r >= 0) & (r % b == 0) & (r // b >= c_lo)
-            rd = k - a + 1 + cols * 0
-            any_done = (rd >= 0) & (rd % b == 0) & (rd // b >= c_lo) & dmask
-            dst = out_ptr + ((o_seq + (k - a + 1) // b).to(tl.int64) * N + n) * D + cols
-            tl.store(dst, tl.sum(tl.where(done[:, None], acc, 0.0), axis=0).to(out_ptr.dtype.element_ty),
-                     mask=any_done)
-            acc = tl.where(done[:, None], 0.0, acc)
+            x = tl.load(x_tile + (ts + k * CHUNK).to(tl.int64) * stride_xt, mask=col < D - d0, other=0.0)
+            x = x.to(tl.float32)
+            c_new = tl.minimum(k // b, c_hi - 1)  # the newest window that covers chunk k
+            for s in tl.static_range(SLOTS):
+                c = c_new - (c_new - s + SLOTS) % SLOTS  # the window in slot s
+                phase = k - c * b  # chunk index inside that window
+                if (c >= c_lo) & (phase < a):
+                    wk = tl.load(w_ptr + (phase * CHUNK + rows) * N + n).to(tl.float32)
+                    acc += tl.where(slot == s, tl.sum(wk[:, None] * x, axis=0)[None, :], 0.0)
+            r = k - a + 1
+            if (r >= 0) & (r % b == 0) & (r // b >= c_lo):  # window r / b ends with this chunk
+                done = slot == (r // b) % SLOTS
+                dst = out_ptr + ((o_seq + r // b).to(tl.int64) * N + n) * D + cols
+                tl.store(dst, tl.sum(tl.where(done, acc, 0.0), axis=0).to(out_ptr.dtype.element_ty), mask=cols < D)
+                acc = tl.where(done, 0.0, acc)
 
 
 @triton.jit
 def _bwd_kernel(x_ptr, w_ptr, g_ptr, dx_ptr, ws_ptr, work_ptr, n_items, N, D, l, d,
-                stride_xt, stride_xn, stride_xd, stride_gt, stride_gn, stride_gd,
+                stride_xt, stride_xn, stride_gt, stride_gn,
                 CHUNK: tl.constexpr, SLOTS: tl.constexpr, PHASES: tl.constexpr, BLOCK_D: tl.constexpr):
     """dx[T, N, D] (contiguous) for the item's own tokens and ws[item, D block, l, N] fp32 partials of dweight.
 
-    The grad row of window c is loaded when the window starts (chunk c*b) into slot c % SLOTS.
-    dweight contributions are binned by chunk phase (position in the window / CHUNK) in registers.
+    x and g have a contiguous D. The grad row of window c sits in row c % SLOTS of gslot [SLOTS, BLOCK_D]
+    while the window is live; dweight contributions are binned by chunk phase in dw [PHASES, CHUNK].
     """
     pid = tl.program_id(0)
     a = l // CHUNK
     b = d // CHUNK
     n_db = tl.cdiv(D, BLOCK_D)
     rows = tl.arange(0, CHUNK)
-    slots = tl.arange(0, SLOTS)
-    phases = tl.arange(0, PHASES)
+    slot = tl.arange(0, SLOTS)[:, None] + 0 * tl.arange(0, BLOCK_D)[None, :]  # full-shape: see _fwd_kernel
+    col = 0 * rows[:, None] + tl.arange(0, BLOCK_D)[None, :]
+    tok = rows[:, None] + 0 * col
+    j = tl.arange(0, PHASES)[:, None] * CHUNK + rows[None, :]  # position in the window of each dw entry
     for tile in range(pid, n_items * N * n_db, tl.num_programs(0)):
         item = tile // (N * n_db)
         n = (tile // n_db) % N
         dblk = tile % n_db
-        cols = dblk * BLOCK_D + tl.arange(0, BLOCK_D)
-        dmask = cols < D
+        d0 = dblk * BLOCK_D
+        cols = d0 + tl.arange(0, BLOCK_D)
         row = work_ptr + item * 8
         ts = tl.load(row)
         o_seq = tl.load(row + 1)
         c_lo = tl.load(row + 4)
         c_hi = tl.load(row + 5)
-        p_lo = tl.load(row + 6)
+        p_lo = tl.load(row + 6)  # a multiple of d, hence of CHUNK
         p_hi = tl.load(row + 7)
-        x_row = x_ptr + ts.to(tl.int64) * stride_xt + n * stride_xn + cols * stride_xd
-        dx_row = dx_ptr + (ts.to(tl.int64) * N + n) * D + cols
+        x_tile = x_ptr + n * stride_xn + d0 + tok * stride_xt + col
+        dx_tile = dx_ptr + n * D + d0 + tok * (N * D) + col
+        g_row = g_ptr + n * stride_gn + cols
         gslot = tl.zeros((SLOTS, BLOCK_D), dtype=tl.float32)
         dw = tl.zeros((PHASES, CHUNK), dtype=tl.float32)
-        for k in range(c_lo * b, tl.cdiv(p_hi, CHUNK)):
-            # window k / b starts here: load its grad row into its slot (vector-form masks, see _fwd_kernel)
-            kd = k + cols * 0
-            starts = (kd % b == 0) & (kd // b >= c_lo) & (kd // b < c_hi)
-            g_src = g_ptr + (o_seq + k // b).to(tl.int64) * stride_gt + n * stride_gn + cols * stride_gd
-            g_new = tl.load(g_src, mask=dmask & starts, other=0.0).to(tl.float32)
-            ks = k + slots * 0
-            into = (slots == (ks // b) % SLOTS) & (ks % b == 0) & (ks // b >= c_lo) & (ks // b < c_hi)
-            gslot = tl.where(into[:, None], g_new[None, :], gslot)
-            phase, live = _live_windows(k, a, b, c_lo, c_hi, SLOTS)
-            wk = tl.load(w_ptr + (phase[:, None] * CHUNK + rows[None, :]) * N + n, mask=live[:, None], other=0.0)
-            tok = k * CHUNK + rows
-            own = ((tok >= p_lo) & (tok < p_hi))[:, None] & dmask[None, :]
-            dx = tl.sum(wk.to(tl.float32)[:, :, None] * gslot[:, None, :], axis=0)
-            tl.store(dx_row[None, :] + tok.to(tl.int64)[:, None] * (N * D), dx.to(dx_ptr.dtype.element_ty), mask=own)
-            x = tl.load(x_row[None, :] + tok.to(tl.int64)[:, None] * stride_xt, mask=own, other=0.0).to(tl.float32)
-            v = tl.sum(gslot[:, None, :] * x[None, :, :], axis=2)
-            hit = (phases[None, :] == phase[:, None]) & live[:, None]
-            dw += tl.sum(tl.where(hit[:, :, None], v[:, None, :], 0.0), axis=0)
-        j = phases[:, None] * CHUNK + rows[None, :]
+        for c in range(c_lo, tl.minimum(p_lo // d, c_hi)):  # windows that start before the owned tokens
+            g = tl.load(g_row + (o_seq + c).to(tl.int64) * stride_gt, mask=cols < D, other=0.0).to(tl.float32)
+            gslot = tl.where(slot == c % SLOTS, g[None, :], gslot)
+        for k in range(p_lo // CHUNK, tl.cdiv(p_hi, CHUNK)):
+            if (k % b == 0) & (k // b < c_hi):  # window k / b starts here
+                g = tl.load(g_row + (o_seq + k // b).to(tl.int64) * stride_gt, mask=cols < D, other=0.0).to(tl.float32)
+                gslot = tl.where(slot == (k // b) % SLOTS, g[None, :], gslot)
+            t0 = (ts + k * CHUNK).to(tl.int64)
+            own = (tok < p_hi - k * CHUNK) & (col < D - d0)
+            x = tl.load(x_tile + t0 * stride_xt, mask=own, other=0.0).to(tl.float32)
+            dx = tl.zeros((CHUNK, BLOCK_D), dtype=tl.float32)
+            c_new = tl.minimum(k // b, c_hi - 1)
+            for s in tl.static_range(SLOTS):
+                c = c_new - (c_new - s + SLOTS) % SLOTS
+                phase = k - c * b
+                if (c >= c_lo) & (phase < a):
+                    wk = tl.load(w_ptr + (phase * CHUNK + rows) * N + n).to(tl.float32)
+                    g = tl.sum(tl.where(slot == s, gslot, 0.0), axis=0)
+                    dx += wk[:, None] * g[None, :]
+                    v = tl.sum(x * g[None, :], axis=1)
+                    dw += tl.where((j >= phase * CHUNK) & (j < phase * CHUNK + CHUNK), v[None, :], 0.0)
+            tl.store(dx_tile + t0 * (N * D), dx.to(dx_ptr.dtype.element_ty), mask=own)
         tl.store(ws_ptr + ((item * n_db + dblk) * l + j) * N + n, dw, mask=j < l)
 
 
@@ -178,12 +173,12 @@ def geometry(block: int, stride: int) -> dict:
 def _variant(kind: str, dtype: str, geo: dict) -> Variant:
     label = f"{dtype}-c{geo['CHUNK']}s{geo['SLOTS']}p{geo['PHASES']}"
     common = {"work_ptr": "*i32", "n_items": "i32", "N": "i32", "D": "i32", "l": "i32", "d": "i32",
-              "stride_xt": "i32", "stride_xn": "i32", "stride_xd": "i32"}
+              "stride_xt": "i32", "stride_xn": "i32"}
     if kind == "fwd":
         types = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", **common}
         return Variant(label, types, {"CHUNK": geo["CHUNK"], "SLOTS": geo["SLOTS"]})
     types = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "dx_ptr": f"*{dtype}",
-             "ws_ptr": "*fp32", **common, "stride_gt": "i32", "stride_gn": "i32", "stride_gd": "i32"}
+             "ws_ptr": "*fp32", **common, "stride_gt": "i32", "stride_gn": "i32"}
     return Variant(label, types, dict(geo))
 
 
@@ -191,8 +186,34 @@ def _variant(kind: str, dtype: str, geo: dict) -> Variant:
 _CHECKED = [geometry(32, 16), geometry(64, 32), geometry(128, 16), geometry(128, 128)]
 
 
+# UB bytes per column of BLOCK_D that bishengir plans with multi-buffering on (Ascend910B2), keyed by the
+# kernel's geometry constexprs (CHUNK, SLOTS[, PHASES]; the forward has no PHASES), measured at the
+# Ascend default (128 columns; the backward at 64 where 128 is predicted not to fit). Not linear in
+# BLOCK_D: fwd c16s2 plans 21/37/68/130 KB at 32/64/128/256 columns, fwd c16s8 85/150/86/163 KB,
+# bwd c32s2 overflows at 32 columns and fits at 64 (119 KB) and 128 (155 KB); a smaller tile costs
+# more per column. The stored compiler verdicts have the last word on the space.
+_UB_PER_COL = {
+    ("fwd", 16, 1): 288, ("fwd", 32, 1): 560, ("fwd", 16, 2): 528, ("fwd", 32, 2): 944,
+    ("fwd", 16, 4): 997, ("fwd", 32, 4): 698, ("fwd", 16, 8): 670, ("fwd", 32, 8): 995,
+    ("bwd", 16, 1, 1): 485, ("bwd", 16, 1, 4): 654, ("bwd", 16, 1, 8): 847, ("bwd", 16, 1, 16): 1233,
+    ("bwd", 32, 1, 1): 949, ("bwd", 32, 1, 2): 1094, ("bwd", 32, 1, 4): 1286, ("bwd", 32, 1, 8): 2426,
+    ("bwd", 16, 2, 2): 880, ("bwd", 16, 2, 4): 1006, ("bwd", 16, 2, 8): 1263, ("bwd", 16, 2, 16): 1221,
+    ("bwd", 32, 2, 2): 1214, ("bwd", 32, 2, 4): 2371, ("bwd", 32, 2, 8): 2430,
+    ("bwd", 16, 4, 4): 923, ("bwd", 16, 4, 8): 1080, ("bwd", 16, 4, 16): 2459,
+    ("bwd", 32, 4, 4): 2148, ("bwd", 32, 4, 8): 3039, ("bwd", 16, 8, 8): 1522, ("bwd", 16, 8, 16): 2989,
+    ("fwd", 16, 16): 1525, ("bwd", 32, 8, 8): 11848,  # l > 128: bwd c32s8p8 plans 534 KB at 32 columns
+}
+# not measured: bwd c16s16p16 (l >= 144, d = 16; bishengir ran > 4 min at 16 columns)
+_UB_PER_COL_UNKNOWN = {"fwd": 1600, "bwd": 16384}
+
+
+def _ub_bytes(kind: str, variant: Variant, block_d: int) -> int:
+    """Planned UB bytes of one tile on Ascend, from the measured rate of this geometry."""
+    return _UB_PER_COL.get((kind, *variant.constexprs.values()), _UB_PER_COL_UNKNOWN[kind]) * block_d
+
+
 def _tile_bytes(kind: str, variant: Variant, block_d: int) -> int:
-    """On-chip bytes of one chunk step: fp32 products SLOTS x CHUNK x BLOCK_D plus chunk, slots and weights."""
+    """fp32 bytes of one chunk step's values (the CUDA register model): products SLOTS x CHUNK x BLOCK_D and more."""
     c = variant.constexprs
     chunk, slots = c["CHUNK"], c["SLOTS"]
     per = slots * chunk * block_d * 4 + chunk * block_d * (2 + 4) + slots * block_d * 4 + slots * chunk * 12
@@ -206,11 +227,11 @@ def _space(kind: str):
         configs = []
         for block_d in (16, 32, 64, 128, 256):
             for windows in (16, 32, 64):
-                per = _tile_bytes(kind, variant, block_d)
                 if target.is_ascend:
-                    if 2 * per <= target.ub_bytes:  # double buffering: half the UB per step
+                    if _ub_bytes(kind, variant, block_d) <= target.ub_bytes:
                         configs.append({"BLOCK_D": block_d, "WINDOWS": windows})
                     continue
+                per = _tile_bytes(kind, variant, block_d)
                 for warps in (2, 4, 8):
                     # fp32 values per thread in one chunk step; above ~128 the shipped configs spill
                     if per // 4 // (32 * warps) <= 128 and block_d * 4 >= 32 * warps // 8:
@@ -225,14 +246,17 @@ def _default(kind: str):
             return {"BLOCK_D": 128, "WINDOWS": 64}
         space = _space(kind)(target, variant)
         if target.is_ascend:
-            # the widest D block that fits (contiguous loads); 32 windows keep the span overlap at (l-d)/(32 d)
-            return max((c for c in space if c["WINDOWS"] == 32), key=lambda c: c["BLOCK_D"])
+            # the widest D block up to a whole D = 128 row that fits (256 columns would halve the tiles
+            # per core at D = 128); 32 windows keep the span overlap at (l-d)/(32 d)
+            fits = [c for c in space if c["WINDOWS"] == 32 and c["BLOCK_D"] <= 128]
+            return max(fits, key=lambda c: c["BLOCK_D"]) if fits else {"BLOCK_D": 16, "WINDOWS": 32}
         # fp32 values per thread per chunk step, by the cuda check: the forward spilled at 96 (sm_80,
-        # 4 warps), the backward at 8 warps even with few registers; fewer warps first
+        # 4 warps); the backward spilled at 4 warps on sm_90 from 75 on (c16s2p2, 128 columns), so it
+        # takes the most warps and the forward the fewest
         limit = 64 if kind == "fwd" else 128
         fits = [c for c in space if c["WINDOWS"] == 32 and c["BLOCK_D"] <= 128
                 and _tile_bytes(kind, variant, c["BLOCK_D"]) // 4 // (32 * c["num_warps"]) <= limit]
-        return max(fits, key=lambda c: (c["BLOCK_D"], -c["num_warps"]))
+        return max(fits, key=lambda c: (c["BLOCK_D"], c["num_warps"] * (1 if kind == "bwd" else -1)))
     return default
 
 
@@ -386,6 +410,15 @@ def _check(op: str, input, weight, block, stride, ends, grad=None) -> int:
 
 
 # ---------------------------------------------------------------- ops
+def _unit_last(t: torch.Tensor) -> torch.Tensor:
+    """t itself when its last dim is contiguous (any T and N strides), else a contiguous copy.
+
+    The kernels take D-stride 1 as given: a runtime D stride makes bishengir pad every element of
+    a tile to 32 bytes, which overflows the UB at useful tile sizes.
+    """
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
 def _grid(n_tiles: int, target: Target) -> tuple:
     if target.is_ascend or target.backend == "cpu":
         return _backend.persistent_grid(n_tiles, target)
@@ -409,8 +442,9 @@ def _fwd_op(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int,
     meta, opts, windows = _pick(FWD, target, "fwd", input.dtype, geo)
     work = _work_list(tuple(actual_seq_len), compress_block_size, compress_stride, windows, device)
     n_tiles = work.shape[0] * N * triton.cdiv(D, meta["BLOCK_D"])
-    _backend.launch(FWD.name, _fwd_kernel, _grid(n_tiles, target), input, weight.contiguous(), out, work,
-                    work.shape[0], N, D, compress_block_size, compress_stride, *input.stride(),
+    x = _unit_last(input)
+    _backend.launch(FWD.name, _fwd_kernel, _grid(n_tiles, target), x, weight.contiguous(), out, work,
+                    work.shape[0], N, D, compress_block_size, compress_stride, *x.stride()[:2],
                     CHUNK=geo["CHUNK"], SLOTS=geo["SLOTS"], **meta, **opts)
     return out
 
@@ -439,9 +473,10 @@ def _grad_op(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, comp
     dweight = torch.empty((compress_block_size, N), dtype=weight.dtype, device=device)
     n_tiles = n_items * N * n_db
     if n_tiles:
-        _backend.launch(BWD.name, _bwd_kernel, _grid(n_tiles, target), input, weight.contiguous(), grad, dinput,
-                        ws, work, n_items, N, D, compress_block_size, compress_stride, *input.stride(),
-                        *grad.stride(), **geo, **meta, **opts)
+        x, g = _unit_last(input), _unit_last(grad)
+        _backend.launch(BWD.name, _bwd_kernel, _grid(n_tiles, target), x, weight.contiguous(), g, dinput,
+                        ws, work, n_items, N, D, compress_block_size, compress_stride, *x.stride()[:2],
+                        *g.stride()[:2], **geo, **meta, **opts)
     rmeta, ropts = split_config(pick_config(DW_REDUCE.name, target, _TY[input.dtype]))
     n_cols = compress_block_size * N
     _backend.launch(DW_REDUCE.name, _dw_reduce_kernel,
@@ -476,7 +511,8 @@ def nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size:
                  actual_seq_len) -> torch.Tensor:
     """NSA key/value compression: weighted pooling over sliding windows of packed sequences (differentiable).
 
-    input: fp16/bf16 [T, N, D] (TND, sequences packed along T; any strides). weight: [l, N], same dtype.
+    input: fp16/bf16 [T, N, D] (TND, sequences packed along T; any T and N strides are read in place,
+        a non-contiguous D is copied once). weight: [l, N], same dtype.
     compress_block_size l, compress_stride d: multiples of 16, 16 <= d <= l <= 256.
     actual_seq_len: host data (list, tuple or CPU int tensor): inclusive prefix sums of the sequence
         lengths, non-decreasing, ending at T (a leading 0 adds an empty sequence).
