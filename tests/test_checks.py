@@ -81,3 +81,23 @@ def test_cuda_check_fails_a_shipped_config_that_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.stdout.startswith("False shipped config spills"), out.stdout + out.stderr
+
+
+def test_ascend_check_flags_a_verdict_made_from_another_version_of_the_kernel():
+    # the stored verdict for the shipped unpack config, with the Linalg hash of some other kernel
+    code = ("import atlas_kernels\n"
+            "from atlas_kernels.autotune import KERNELS, get_target, verdicts\n"
+            "from atlas_kernels.checks import Job, ascend\n"
+            "s, t = KERNELS['int4_pack.unpack'], get_target('Ascend910B2')\n"
+            "v = s.variants[0]\n"
+            "job = Job(s, v, t, s.default(t, v), shipped=True)\n"
+            "print('fresh', ascend.run(job).ok)\n"
+            "data = verdicts.load()\n"
+            "data['kernels'][s.name][v.label][verdicts.config_key(job.config)]['linalg'] = '0' * 16\n"
+            "r = ascend.run(job)\n"
+            "print('tampered', r.ok, r.detail)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([ascend_python(), "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=600)
+    assert "fresh True" in out.stdout, out.stdout + out.stderr
+    assert "tampered False stale verdict" in out.stdout, out.stdout + out.stderr
