@@ -214,13 +214,18 @@ def test_pow2_bucket():
 
 # ---------------------------------------------------------------- spaces and defaults of every registered kernel
 
+# at import, before any test runs: nsa_compress adds other (l, d) geometries on first use, and on Ascend those
+# have no stored compiler verdicts, so no space to tune over (their launches take the derived default)
+REGISTERED_VARIANTS = {name: list(spec.variants) for name, spec in KERNELS.items()}
+
+
 @pytest.mark.parametrize("target", ASCEND_TARGETS + CUDA_TARGETS)
 def test_every_space_is_pruned_and_holds_its_default(target):
     t = get_target(target)
     for name, spec in KERNELS.items():
         if name.startswith("test."):
             continue
-        for v in spec.variants:
+        for v in REGISTERED_VARIANTS.get(name, ()):
             space = spec.space(t, v)
             assert space, f"{name}[{v.label}] has an empty space on {target}"
             assert spec.default(t, v) in space, f"{name}[{v.label}] default is not in its space on {target}"
