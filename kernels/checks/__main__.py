@@ -153,9 +153,10 @@ def _write_verdicts(results: list, elapsed: float) -> int:
     rows = []
     for kernel, variants in sorted(found.items()):
         for variant, configs in variants.items():
-            shipped = [r for r in results if r.job.shipped and r.job.spec.name == kernel and r.job.variant.label == variant]
+            failed = [r for r in results if r.job.shipped and not r.ok and r.job.spec.name == kernel
+                      and r.job.variant.label == variant]
             rows.append([kernel, variant, len(configs), sum(c["ok"] for c in configs.values()),
-                         "ok" if all(r.ok for r in shipped) else "FAIL: " + shipped[0].detail])
+                         "FAIL: " + failed[0].detail if failed else "ok"])
     print_table(rows, ["kernel", "variant", "candidates", "compiled", "shipped"])
     bad = [r for r in results if r.job.shipped and not r.ok]
     print(f"\nwrote {verdicts.PATH} ({len(results)} configs on {results[0].job.target.name}, {elapsed:.0f}s); "
