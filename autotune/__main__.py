@@ -1,7 +1,8 @@
 """python -m atlas_kernels.autotune {tune,show,diff}: measure configs, show what a launch uses, compare stores.
 
-  tune --op OP [--shapes SPEC] [--budget TIME]   time every config on this device, merge the best into a store
-  tune --op OP --dry-run [--target T1,T2]        compile (CUDA) or lower (Ascend) every config, no device needed
+  tune --op OP [--shapes SPEC] [--budget TIME]   time each shape's candidate list on this device, merge the best
+  tune --op OP --dry-run [--target T1,T2]        compile (CUDA) or lower (Ascend) those candidates, no device needed
+  (--full-space: every config of every space instead of the candidate lists)
   show --op OP [--target T] [--shape SPEC]       the config each kernel would use, and where it comes from
   diff A B [--target T]                          compare two stores (a file, a directory, user, shipped, derived)
 
@@ -72,7 +73,8 @@ def _delegate(check: str, targets: list, args) -> tuple:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
         cmd = [python, "-m", "atlas_kernels.autotune", "tune", "--dry-run", "--op", args.op, "--target",
-               ",".join(targets), "--jobs", str(args.jobs), "--json", out]
+               ",".join(targets), "--jobs", str(args.jobs), "--json", out,
+               *(["--shapes", args.shapes] if args.shapes else []), *(["--full-space"] if args.full_space else [])]
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         print(f"{check} targets {','.join(targets)}: running in {found}", file=sys.stderr)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -91,9 +93,10 @@ DRY_RUN_TARGETS = "Ascend910B2,sm_90"
 def dry_run(args) -> int:
     from .._backend import TRITON_FLAVOUR
     from .targets import get_target
-    from .tune import CHECK_OF, Progress, dry_run_jobs, result_rows, run_checks, select_kernels, summarize
+    from .tune import CHECK_OF, Progress, dry_run_jobs, parse_shapes, result_rows, run_checks, select_kernels, summarize
 
     specs = select_kernels(args.op)
+    shapes = parse_shapes(args.shapes) if args.shapes else None
     targets = (args.target or DRY_RUN_TARGETS).split(",")
     checks = {}
     for name in targets:
@@ -109,9 +112,9 @@ def dry_run(args) -> int:
     start = time.time()
     rows, skipped = [], {}
     for name in local:
-        jobs = dry_run_jobs(specs, name)
+        jobs = dry_run_jobs(specs, name, shapes, args.full_space)
         progress = Progress(len(jobs), f"{name} {mine}")
-        results = run_checks(jobs, mine, args.jobs, progress)
+        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space)
         progress.close()
         rows += result_rows(jobs, results, mine)
     if foreign:
@@ -125,7 +128,9 @@ def dry_run(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    print(f"dry run: every config of every space, {len(specs)} kernels ({args.op})")
+    what = ("every config of every space" if args.full_space else
+            f"the candidate lists at {args.shapes if shapes else 'the tuning shapes'}")
+    print(f"dry run: {what}, {len(specs)} kernels ({args.op})")
     _table(summarize(rows), ["kernel", "target", "check", "configs", "passed", "failed", "defaults ok"])
     failed = [r for r in rows if not r["ok"]]
     for r in failed[:20]:
@@ -146,8 +151,14 @@ def dry_run(args) -> int:
         n_ok = sum(r["ok"] for r in mine_rows)
         retried = sum(r["ok"] and r["detail"].startswith(RETRY_NOTE) for r in mine_rows)
         check = "Ascend compile" if checks[name] == "ascend" else "CUDA compile"
+        hows = {}
+        for r in mine_rows:
+            how = (r.get("stats") or {}).get("how", "checked")
+            how = "same kernel as another candidate" if how.startswith("same kernel as") else how
+            hows[how] = hows.get(how, 0) + 1
         print(f"{name} ({check}): {len(mine_rows)} configs, {n_ok} passed"
-              + (f" ({retried} on a retry)" if retried else "") + f", {len(mine_rows) - n_ok} failed")
+              + (f" ({retried} on a retry)" if retried else "") + f", {len(mine_rows) - n_ok} failed"
+              + (f"; {', '.join(f'{n} {how}' for how, n in sorted(hows.items()))}" if hows else ""))
     print(f"({elapsed:.1f}s)")
     if skipped:
         return 2
@@ -183,7 +194,8 @@ def timing_refusal(device) -> str | None:
 def measure_cli(args) -> int:
     from . import store
     from .targets import detect_target
-    from .tune import Progress, entry_of, measure, parse_budget, parse_shapes, select_kernels
+    from .candidates import CANDIDATE_LIMIT, candidates
+    from .tune import Progress, entry_of, measure, parse_budget, parse_shapes, select_kernels, tuned_groups
 
     device = _device(args.device)
     refusal = timing_refusal(device)
@@ -202,28 +214,33 @@ def measure_cli(args) -> int:
         if spec.tuning is None:
             skipped.append(f"{spec.name}: no tuning harness (KernelSpec.tuning); --dry-run still checks it")
             continue
-        shapes = [s for s in (given if given is not None else spec.tuning.shapes) if set(s) == set(spec.tuning.dims)]
-        if not shapes:
+        mine = tuned_groups(spec, given)
+        if not mine:
             skipped.append(f"{spec.name}: no shape with dims {','.join(spec.tuning.dims)} given")
             continue
-        groups += [(spec, v, s) for v in spec.variants for s in shapes]
+        groups += [(spec, v, s) for v, s in mine]
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     if not groups:
         print("tune: nothing to measure")
         return 2
     out_dir = pathlib.Path(args.store) if args.store else store.user_dir()
-    total = sum(len({json.dumps(c, sort_keys=True) for c in [spec.default(target, v), *spec.space(target, v)]})
-                for spec, v, _ in groups)
-    progress = Progress(total, f"tune {target.name}")
-    deadline = time.monotonic() + budget if budget is not None else None
-    rows, incomplete = [], 0
-    for spec, variant, shape in groups:
-        res = measure(spec, variant, shape, device, target, deadline=deadline, progress=progress)
+    lists = [candidates(spec, target, v, None if args.full_space else s, limit=10**9 if args.full_space else
+                        CANDIDATE_LIMIT) for spec, v, s in groups]
+    progress = Progress(sum(map(len, lists)), f"tune {target.name}")
+    end = time.monotonic() + budget if budget is not None else None
+    rows, unwritten, cut, slowest = [], 0, 0, 0.0
+    for i, (spec, variant, shape) in enumerate(groups):
+        # each group gets an equal share of what is left, so a slow early group cannot starve the rest
+        deadline = None if end is None else time.monotonic() + (end - time.monotonic()) / (len(groups) - i)
+        res = measure(spec, variant, shape, device, target, deadline=deadline, progress=progress,
+                      full_space=args.full_space, estimate=slowest)
+        slowest = max(slowest, res.seconds_per_config)
         best = res.best
-        if not res.complete or best is None:
-            incomplete += 1
+        if best is None or (not res.complete and len([t for _, t, _ in res.times if t is not None]) < 2):
+            unwritten += 1
             continue
+        cut += not res.complete
         store.merge_into(out_dir, target.name, [entry_of(res, spec, device)])
         d_ms = res.default_ms
         failed = sum(ms is None for _, ms, _ in res.times)
@@ -233,8 +250,12 @@ def measure_cli(args) -> int:
     progress.close()
     _table(rows, ["kernel", "variant", "shape", "best config", "best ms", "default ms", "speedup", "configs/failed"])
     print(f"\nwrote {len(rows)} entries to {store.store_file(out_dir, target.name)}")
-    if incomplete:
-        print(f"{incomplete} (kernel, variant, shape) groups not finished within --budget {args.budget}: not written")
+    if cut:
+        print(f"{cut} (kernel, variant, shape) groups cut short by --budget {args.budget}: the best of the "
+              f"candidates timed (in model order) was written")
+    if unwritten:
+        print(f"{unwritten} (kernel, variant, shape) groups with fewer than two configs timed within --budget "
+              f"{args.budget} (or none correct): not written")
     return 0
 
 
@@ -353,11 +374,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m atlas_kernels.autotune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("tune", help="measure (or with --dry-run, compile/lower) every config of a space")
+    p = sub.add_parser("tune", help="measure (or with --dry-run, compile/lower) each shape's candidate configs")
     p.add_argument("--op", required=True, help="'all', an op (int4_pack) or a kernel (int4_pack.pack)")
     p.add_argument("--shapes", help="e.g. 'R=1..4096,C=4096;R=7,C=8' (default: each kernel's tuning shapes)")
     p.add_argument("--budget", help="stop measuring after this long (90s, 20m, 2h); finished shapes are kept")
-    p.add_argument("--dry-run", action="store_true", help="compile (sm_*) or lower (Ascend) every config; no timing")
+    p.add_argument("--dry-run", action="store_true", help="compile (sm_*) or lower (Ascend) the candidates; no timing")
+    p.add_argument("--full-space", action="store_true",
+                   help="every config of every space, not the cost model's candidate list (up to "
+                        "50 configs per variant and shape)")
     p.add_argument("--target", help=f"comma-separated targets (dry run default: {DRY_RUN_TARGETS}; "
                                     f"measuring: this device's)")
     p.add_argument("--device", help="device to measure on (default: npu:0, else cuda:0)")

@@ -45,12 +45,24 @@ class Tuning:
         launcher's config selection, and any override_config, applies) and
         returns its output.
     shapes: shapes tuned when the CLI is given no --shapes.
+    work(target, variant, shape, config) -> candidates.Work: what the config does at that shape, for
+        the cost model that ranks the space into a candidate list (None: the space's own order).
+    covers(variant, shape) -> bool: whether a launch of that shape takes ``variant``'s config (e.g. the
+        "-decode" variants only for m <= 16; variants the launcher never picks are not tuned).
     """
 
     dims: tuple
     bucket: Callable[[dict], tuple]
     make_call: Callable[[dict, Variant, Any], Callable[[], Any]]
     shapes: tuple = ()
+    work: Optional[Callable[[Target, Variant, dict, dict], Any]] = None
+    covers: Callable[[Variant, dict], bool] = lambda variant, shape: True
+
+    def key(self, **dims) -> tuple:
+        """The store key (bucket) of a launch's shape, given as its dims: key(m=m, k=k, n=n)."""
+        if set(dims) != set(self.dims):
+            raise TypeError(f"Tuning.key: got dims {sorted(dims)}, this kernel's are {list(self.dims)}")
+        return tuple(self.bucket(dims))
 
 
 def pow2_bucket(n: int) -> int:
@@ -125,11 +137,13 @@ def override_config(kernel: str, config: dict):
         _overrides.reset(token)
 
 
-def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()) -> dict:
+def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = (), **dims) -> dict:
     """The config a launch of ``kernel`` uses on ``target``.
 
     shape_key: the shape's bucket (KernelSpec.tuning.bucket); () matches only
         store entries tuned for every shape.
+    dims: the launch's shape as the dims its Tuning declares (pick_config(..., m=m, k=k, n=n)), bucketed
+        by KernelSpec.tuning.key into shape_key (ignored for a kernel without a tuning harness).
     Order: an active override_config, then the user's store, then the shipped
     store (exact shape bucket first, then a shape-less entry), then the derived
     default (KernelSpec.default). Never tunes; stores are cached in memory.
@@ -137,6 +151,8 @@ def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()
     forced = _overrides.get().get(kernel)
     if forced is not None:
         return forced
+    if dims and KERNELS[kernel].tuning is not None:
+        shape_key = KERNELS[kernel].tuning.key(**dims)
     return dict(store.resolve(kernel, target, variant, tuple(shape_key)).config)
 
 

@@ -20,7 +20,8 @@ store (this package's configs/), then KernelSpec.default. In each store the
 exact shape bucket wins over a shape-less entry.
 
 Robustness rules (documented, tested):
-- an unreadable, non-JSON, unknown-schema or other-target file: one warning, ignored;
+- an unreadable, non-UTF-8, non-JSON (or too deeply nested), unknown-schema or other-target file: one
+  warning, ignored; an unwritable store directory: merge_into warns and writes nothing;
 - a malformed entry, or one whose config is not in the kernel's current config
   space (e.g. written by another library version whose space changed): one
   warning, ignored, the lookup falls through;
@@ -96,8 +97,15 @@ class Entry:
             raise ValueError(f"config must map names to ints, got {d['config']!r}")
         if not isinstance(d["bucket"], list) or not isinstance(d["provenance"], dict):
             raise ValueError("bucket must be a list and provenance an object")
-        if d["provenance"].get("source") not in ("measured", "derived"):
-            raise ValueError(f"provenance.source must be 'measured' or 'derived', got {d['provenance'].get('source')!r}")
+        if not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in d["bucket"]):
+            raise ValueError(f"bucket must hold ints or strings, got {d['bucket']!r}"[:200])
+        if not isinstance(d["kernel"], str) or not isinstance(d["variant"], str):
+            raise ValueError("kernel and variant must be strings")
+        if d.get("shape") is not None and not isinstance(d["shape"], dict):
+            raise ValueError("shape must be an object")
+        source = d["provenance"].get("source")
+        if source not in ("measured", "derived"):
+            raise ValueError(f"provenance.source must be 'measured' or 'derived', got {source!r}")
         return cls(str(d["kernel"]), str(d["variant"]), tuple(d["bucket"]), dict(d["config"]),
                    dict(d["provenance"]), d.get("shape"))
 
@@ -124,16 +132,17 @@ def read(path, target: str | None = None) -> list:
     """Entries of one store file; [] (with a warning) for a missing-schema, corrupt or foreign file."""
     path = pathlib.Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return []
     except OSError as e:
         _warn(f"atlas_kernels: cannot read tuned-config store {path} ({e}); ignoring it")
         return []
     try:
-        data = json.loads(text)
-    except ValueError as e:
-        _warn(f"atlas_kernels: tuned-config store {path} is not valid JSON ({e}); ignoring it")
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; deep nesting recurses
+        _warn(f"atlas_kernels: tuned-config store {path} is not valid JSON ({type(e).__name__}: not UTF-8, "
+              f"malformed or nested too deeply); ignoring it")
         return []
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         schema = data.get("schema") if isinstance(data, dict) else None
@@ -143,7 +152,7 @@ def read(path, target: str | None = None) -> list:
     expected = target or path.stem
     if data.get("target") != expected:
         _warn(f"atlas_kernels: tuned-config store {path} is for target {data.get('target')!r}, not {expected!r}; "
-              f"ignoring it")
+              f"malformed or nested too deeply); ignoring it")
         return []
     entries = []
     for i, raw in enumerate(data.get("entries") if isinstance(data.get("entries"), list) else []):
@@ -190,13 +199,22 @@ def _locked(path: pathlib.Path):
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def merge_into(directory, target: str, entries) -> pathlib.Path:
+def merge_into(directory, target: str, entries) -> pathlib.Path | None:
     """Merge ``entries`` into ``directory``/<target>.json under the lock; return the file.
 
     An existing file this library cannot read is moved aside to ``<file>.corrupt``
-    (with a warning) rather than overwritten.
+    (with a warning) rather than overwritten. A directory that cannot be written (read-only, not a
+    directory, no permission): a warning, nothing written, None returned.
     """
     path = store_file(directory, target)
+    try:
+        return _merge_into(path, target, entries)
+    except OSError as e:
+        _warn(f"atlas_kernels: cannot write tuned-config store {path} ({e}); the configs were not saved")
+        return None
+
+
+def _merge_into(path: pathlib.Path, target: str, entries) -> pathlib.Path:
     with _locked(path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 
+from .candidates import CANDIDATE_LIMIT, candidates
 from .registry import KERNELS, override_config
 from .targets import get_target
 
@@ -126,23 +127,79 @@ class Progress:
 CHECK_OF = {"npu": "ascend", "cuda": "cuda"}
 
 
-def dry_run_jobs(specs, target_name: str) -> list:
-    """Every config of every variant's space on one target (the derived default marked shipped)."""
+def tuning_shapes(spec, shapes=None) -> list:
+    """The shapes ``spec`` is tuned at: those of ``shapes`` with its dims (None: its Tuning.shapes)."""
+    if spec.tuning is None:
+        return []
+    return [s for s in (shapes if shapes is not None else spec.tuning.shapes) if set(s) == set(spec.tuning.dims)]
+
+
+def tuned_groups(spec, shapes=None) -> list:
+    """[(variant, shape)] the tuner measures: each tuning shape with every variant a launch of it takes."""
+    return [(v, s) for v in spec.variants for s in tuning_shapes(spec, shapes) if spec.tuning.covers(v, s)]
+
+
+def dry_run_jobs(specs, target_name: str, shapes=None, full_space: bool = False) -> list:
+    """The configs the tuner would time on one target, as check jobs (the derived default marked shipped).
+
+    Per variant: the union of its candidate lists over the tuning shapes (``shapes`` or each kernel's own);
+    variants no shape takes are left out. full_space, or a kernel without a tuning harness: every config
+    of every variant's space.
+    """
     from ..checks import Job
     target = get_target(target_name)
     out = []
     for spec in specs:
-        for variant in spec.variants:
-            default = spec.default(target, variant)
-            out.append(Job(spec, variant, target, default, True))
-            out.extend(Job(spec, variant, target, c, False) for c in spec.space(target, variant) if c != default)
+        if full_space or spec.tuning is None:
+            per_variant = {v.label: (v, candidates(spec, target, v, None, limit=10**9)) for v in spec.variants}
+        else:
+            per_variant = {}
+            for v, shape in tuned_groups(spec, shapes):
+                _, configs = per_variant.setdefault(v.label, (v, []))
+                configs.extend(c for c in candidates(spec, target, v, shape) if c not in configs)
+        for variant, configs in per_variant.values():
+            out.extend(Job(spec, variant, target, c, i == 0) for i, c in enumerate(configs))
     return out
 
 
-def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None) -> list:
-    """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar)."""
+def compile_key(job) -> str:
+    """What a check compiles for ``job``: the kernel, its signature, constexprs and launch options. Config keys
+    that are no kernel argument (SPLIT_K: the launcher's) leave it unchanged."""
+    import json
+
+    from ..checks import signature
+    from .registry import split_config
+    sig, constexprs = signature(job.spec, job.variant, job.config)
+    return json.dumps([job.spec.name, job.target.name, sig, constexprs, split_config(job.config)[1]], sort_keys=True,
+                      default=str)
+
+
+def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False) -> list:
+    """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar; quick: see there).
+
+    Jobs that compile the same kernel (compile_key) are checked once, as the shipped job if one of them is;
+    the others share its result, with stats["how"] = "same kernel as <config>"."""
     from ..checks import run_checks as run
-    return run(jobs, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None)
+    first, todo = {}, []
+    for i, job in enumerate(jobs):
+        key = compile_key(job)
+        if key not in first:
+            first[key] = len(todo)
+            todo.append(job)
+        elif job.shipped and not todo[first[key]].shipped:
+            todo[first[key]] = dataclasses.replace(todo[first[key]], config=job.config, shipped=True)
+    if progress:
+        progress.total = len(todo)
+    results = run(todo, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None,
+                  quick=quick)
+    out = []
+    for job in jobs:
+        rep = todo[first[compile_key(job)]]
+        ok, detail, stats = results[first[compile_key(job)]]
+        if rep.config != job.config:
+            stats = {**stats, "how": "same kernel as " + " ".join(f"{k}={v}" for k, v in rep.config.items())}
+        out.append((ok, detail, stats))
+    return out
 
 
 def result_rows(jobs: list, results: list, check: str) -> list:
@@ -177,6 +234,8 @@ class GroupResult:
     times: list          # [(config, ms or None, note)]
     default: dict
     complete: bool
+    candidates: int = 0  # configs in the list it measured (complete: all of them timed or failed)
+    seconds_per_config: float = 0.0  # the slowest config's wall time (compile, check, timing)
 
     @property
     def best(self):
@@ -210,23 +269,27 @@ def do_bench_median(fn) -> float:
 
 
 def measure(spec, variant, shape: dict, device, target, timer=None, deadline: float | None = None,
-            progress: Progress | None = None) -> GroupResult:
-    """Time every config of ``spec``'s space for one variant and shape on ``device``.
+            progress: Progress | None = None, full_space: bool = False, estimate: float = 0.0) -> GroupResult:
+    """Time the candidate list (full_space: the whole space) of one variant at one shape on ``device``.
 
     The derived default runs first; its output is the yardstick: a config whose
     output differs is recorded as wrong, never picked. Stops early (complete=False)
-    once ``deadline`` (time.monotonic()) has passed. timer(fn) -> ms; default
+    before a config that would end past ``deadline`` (time.monotonic()), going by the
+    slowest config so far (at first ``estimate`` seconds). timer(fn) -> ms; default
     do_bench_median.
     """
     timer = timer or do_bench_median
-    default = spec.default(target, variant)
-    configs = [default] + [c for c in spec.space(target, variant) if c != default]
+    configs = candidates(spec, target, variant, None if full_space else shape,
+                         limit=10**9 if full_space else CANDIDATE_LIMIT)
+    times, expected, complete, slowest = [], None, True, estimate
+    if deadline is not None and time.monotonic() + slowest > deadline:
+        return GroupResult(spec.name, variant.label, dict(shape), times, configs[0], False, len(configs), slowest)
     call = spec.tuning.make_call(shape, variant, device)
-    times, expected, complete = [], None, True
     for config in configs:
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() + slowest > deadline:
             complete = False
             break
+        started = time.monotonic()
 
         def run(config=config):
             with override_config(spec.name, config):
@@ -241,9 +304,10 @@ def measure(spec, variant, shape: dict, device, target, timer=None, deadline: fl
                 times.append((config, timer(run), ""))
         except Exception as e:  # noqa: BLE001 - a config that fails to compile or run is skipped, not fatal
             times.append((config, None, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"[:200]))
+        slowest = max(slowest, time.monotonic() - started)
         if progress:
             progress.step(note=f"{spec.name}[{variant.label}]")
-    return GroupResult(spec.name, variant.label, dict(shape), times, default, complete)
+    return GroupResult(spec.name, variant.label, dict(shape), times, configs[0], complete, len(configs), slowest)
 
 
 def device_name(device) -> str:
@@ -262,7 +326,7 @@ def entry_of(result: GroupResult, spec, device) -> "object":
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **current_versions(), "median_ms": round(ms, 6),
             "default_ms": None if result.default_ms is None else round(result.default_ms, 6),
-            "configs": sum(t is not None for _, t, _ in result.times)}
+            "configs": sum(t is not None for _, t, _ in result.times), "candidates": result.candidates}
     return Entry(spec.name, result.variant, tuple(spec.tuning.bucket(result.shape)), dict(config), prov,
                  dict(result.shape))
 
@@ -274,12 +338,13 @@ def warmup(op: str = "all", shapes=None, device=None, *, variants=None, tune: bo
 
     op: "all", an op ("int4_pack") or a kernel ("int4_pack.pack").
     shapes: list of shape dicts (each kernel takes those whose dims match its
-        KernelSpec.tuning.dims; default: its tuning shapes). Use the shapes the
+        KernelSpec.tuning.dims, with the variants a launch of that shape takes;
+        default: its tuning shapes). Use the shapes the
         model will run: Triton specialises on sizes (e.g. divisible by 16).
     device: torch device (default: cuda:0 if available, else cpu).
     variants: dtype/mode keys to warm (default: all).
-    tune: measure every config first and merge the best into the user store
-        (where the lookup finds it); refused on the CPU interpreter.
+    tune: time each shape's candidate list first and merge the best into the user
+        store (where the lookup finds it); refused on the CPU interpreter.
     Each kernel then launches once per (variant, shape) with the config a plain
     call picks, so its binary is compiled and cached. Returns one dict per launch:
     kernel, variant, shape, config, source ("user"/"shipped"/"derived"), seconds.
@@ -289,7 +354,9 @@ def warmup(op: str = "all", shapes=None, device=None, *, variants=None, tune: bo
     from . import store
     from .targets import detect_target
 
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     target = detect_target(device)
     if tune and target.backend == "cpu":
         raise ValueError("warmup: tune=True needs a CUDA GPU or an Ascend NPU; timing in the CPU interpreter is "
@@ -299,24 +366,21 @@ def warmup(op: str = "all", shapes=None, device=None, *, variants=None, tune: bo
         if spec.tuning is None:
             skipped.append(spec.name)
             continue
-        for variant in spec.variants:
+        for variant, shape in tuned_groups(spec, shapes):
             if variants is not None and variant.label not in variants:
                 continue
-            for shape in (shapes if shapes is not None else spec.tuning.shapes):
-                if set(shape) != set(spec.tuning.dims):
-                    continue
-                if tune:
-                    result = measure(spec, variant, shape, device, target)
-                    if result.best is not None:
-                        store.merge_into(store.user_dir(), target.name, [entry_of(result, spec, device)])
-                start = time.perf_counter()
-                spec.tuning.make_call(shape, variant, device)()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                choice = store.resolve(spec.name, target, variant.label, tuple(spec.tuning.bucket(shape)))
-                report.append({"kernel": spec.name, "variant": variant.label, "shape": dict(shape),
-                               "config": choice.config, "source": choice.source,
-                               "seconds": time.perf_counter() - start})
+            if tune:
+                result = measure(spec, variant, shape, device, target)
+                if result.best is not None:
+                    store.merge_into(store.user_dir(), target.name, [entry_of(result, spec, device)])
+            start = time.perf_counter()
+            spec.tuning.make_call(shape, variant, device)()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            choice = store.resolve(spec.name, target, variant.label, tuple(spec.tuning.bucket(shape)))
+            report.append({"kernel": spec.name, "variant": variant.label, "shape": dict(shape),
+                           "config": choice.config, "source": choice.source,
+                           "seconds": time.perf_counter() - start})
     if skipped:
         import warnings
         warnings.warn(f"warmup: {', '.join(skipped)} have no tuning harness (KernelSpec.tuning) and were not "

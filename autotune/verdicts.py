@@ -101,7 +101,8 @@ def write(kernels: dict, target: Target, compiler: str, path: pathlib.Path = PAT
     for kernel, variants in kernels.items():
         merged.setdefault(kernel, {}).update(variants)
     out = {"schema": SCHEMA, "compiler": compiler, "soc": target.name, "memory": memory_class(target),
-           "kernels": {k: {v: dict(sorted(c.items())) for v, c in sorted(vs.items())} for k, vs in sorted(merged.items())}}
+           "kernels": {k: {v: dict(sorted(c.items())) for v, c in sorted(vs.items())}
+                       for k, vs in sorted(merged.items())}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(_dumps(out))

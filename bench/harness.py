@@ -47,7 +47,9 @@ class BenchCase:
     modelled(inputs, target) -> {label: seconds} for figures from a hardware model (always
     reported as modelled); baselines: {label: fn(inputs)} timed on a device only;
     extra(inputs, out, row) -> {column: value}: further measured columns (e.g. a compression ratio),
-    given the row so far.
+    given the row so far. schedule(target) -> what the launch would do on that target without running it
+    (config, tiles, split_k, cores, cores_busy 0..1, bytes moved), for the modelled table (``modelled_rows``);
+    modelled_only: in that table only (its setup is too slow to run, e.g. encoding a 70B layer on the host).
     """
 
     op: str
@@ -62,6 +64,8 @@ class BenchCase:
     baselines: dict = dataclasses.field(default_factory=dict)
     extra: Optional[Callable[[dict, Any, dict], dict]] = None
     quick: bool = False
+    schedule: Optional[Callable[[Any], dict]] = None
+    modelled_only: bool = False
 
 
 CASES_DIR = pathlib.Path(__file__).parent / "cases"
@@ -82,6 +86,29 @@ def load_cases(ops: list | None = None, quick: bool = False) -> list:
                 continue
             cases.append(case)
     return cases
+
+
+MODELLED_TARGETS = ("Ascend910B2", "Ascend910B4", "sm_90")
+
+
+def modelled_rows(cases: list, targets=MODELLED_TARGETS) -> list:
+    """One row per (case with a schedule, target): the launch's config, output tiles, split_k, cores, cores_busy
+    and bytes moved, and modelled_us = bytes / (the target's bandwidth x cores_busy). Nothing runs; the
+    bandwidths are unverified vendor figures, so the time is modelled, not measured."""
+    from atlas_kernels.autotune import get_target
+    rows = []
+    for case in cases:
+        if case.schedule is None:
+            continue
+        for tname in targets:
+            target = get_target(tname)
+            sched = case.schedule(target)
+            config = ",".join(f"{k}={v}" for k, v in sched["config"].items())
+            rows.append({"op": case.op, "case": case.shape, "target": tname, "config": config,
+                         "tiles": sched["tiles"], "split_k": sched["split_k"], "cores": sched["cores"],
+                         "cores_busy": round(sched["cores_busy"], 4), "bytes": sched["bytes"],
+                         "modelled_us": round(sched["bytes"] / (target.mem_bandwidth * sched["cores_busy"]) * 1e6, 3)})
+    return rows
 
 
 def _time_ms(fn) -> float:

@@ -5,7 +5,7 @@ This is the format that msModelSlim's ``weight_compression`` writes (CANN's
 ``aclnnMatmulCompressDequant`` / ``MatMulV2CompressDequant`` reads.  Both
 LOW_SPARSE (W8A8S, engine header byte 0xA8) and HIGH_SPARSE (W16A16S, header
 byte 0x88; pass the fp16 weight viewed as int8 (n, 2k)) are supported.
-Spec: specs/compress_format.md (section numbers below refer to it).
+Spec: docs/compress_format.md (section numbers below refer to it).
 
 Pipeline (compress):
   W (n, k) int8 -> zero-pad to (16*N1, 32*K1) -> FRACTAL_NZ with 16x32 fractals
@@ -29,9 +29,12 @@ packets) in lockstep over codeword slots, then resolves packet positions with
 a cheap per-packet recurrence.  A 4096 x 4096 weight takes seconds.
 
 Decoder checks: dtypes (TypeError); compress_info must be [8, 8, k, n, 1]
-(flag 1 is the only known traversal order); index size, flag/reserved bits,
+(flag 1 is the only known traversal order) with k * n < 2**31; index size (checked
+before anything of the weight's size is allocated), flag/reserved bits,
 block extents within x2, raw-block size, header bytes 0/1, codewords, packet
-count, end mark and the header XOR checksums (ValueError naming the argument).
+count, end mark, the header XOR checksums, and zero padding past (n, k) (a nonzero
+byte there means compress_info is smaller than the stream's weight) (ValueError
+naming the argument).
 Trailing bytes after the last block are ignored.  Raw (bypass) blocks carry no
 checksum, so corruption inside them cannot be detected.
 
@@ -75,6 +78,7 @@ HEADER_BYTE0 = (0xA8, 0x88)
 DICT_SIZE = (36, 34)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MAX_BLOCKS_PER_CHUNK = 512   # bounds encoder memory (~17 MB of packets per chunk)
+MAX_ELEMENTS = 2**31          # k * n bound: the decoder allocates the (padded) weight, the GEMM indexes it in int32
 
 # ---------------------------------------------------------------------------
 # Code tables (section 4.5).  Codes are written as stream-order bit strings;
@@ -361,7 +365,16 @@ def _parse_info(info) -> Tuple[int, int]:
     if not shape_ok or len(vals) != 5 or vals[0] != TILING or vals[1] != TILING \
             or vals[2] <= 0 or vals[3] <= 0 or vals[4] != 1:
         raise ValueError(f"compress_info must be [8, 8, k, n, 1] with k, n > 0, got {vals}")
+    if vals[2] * vals[3] >= MAX_ELEMENTS:
+        raise ValueError(f"compress_info: a weight of k * n = {vals[2]} * {vals[3]} elements is too large "
+                         f"(at most {MAX_ELEMENTS - 1})")
     return vals[2], vals[3]
+
+
+def block_count(k: int, n: int) -> int:
+    """Number of blocks (= index entries) of an (n, k) weight, without building them."""
+    k1, n1 = _fractal_counts(k, n)
+    return -(-k1 // TILING) * -(-n1 // TILING)
 
 
 # ---------------------------------------------------------------------------
@@ -630,11 +643,12 @@ def decompress_weight(x2: torch.Tensor, compress_index: torch.Tensor, compress_i
     data = _int8_1d(x2, "x2")
     idx = _int8_1d(compress_index, "compress_index")
     k, n = _parse_info(compress_info)
-    blocks = block_geometry(k, n)
-    if idx.size != 8 * len(blocks):
+    n_blocks = block_count(k, n)
+    if idx.size != 8 * n_blocks:  # checked before anything of the weight's size is allocated
         raise ValueError(
             f"compress_index has {idx.size} bytes but compress_info (k={k}, n={n}) needs "
-            f"{len(blocks)} entries of 8 bytes ({8 * len(blocks)} bytes)")
+            f"{n_blocks} entries of 8 bytes ({8 * n_blocks} bytes)")
+    blocks = block_geometry(k, n)
     ent = idx.reshape(-1, 8).astype(np.int64)
     u16 = ent[:, 0] | (ent[:, 1] << 8)
     data_len = (u16 & 0x1FF) * INDEX_UNIT
@@ -674,6 +688,12 @@ def decompress_weight(x2: torch.Tensor, compress_index: torch.Tensor, compress_i
     if comp_streams:
         for blk, streams in _decode_compressed(comp_streams):
             _place_block(nz, blk, streams)
+    # the encoder zero-pads to whole fractals: a nonzero byte there means the stream holds a larger weight
+    # than compress_info's (n, k) (same block and fractal counts, so no size check above could tell)
+    padded = nz.transpose(1, 2, 0, 3).reshape(nz.shape[1] * FRAC_N, nz.shape[0] * FRAC_K)
+    if padded[n:].any() or padded[:n, k:].any():
+        raise ValueError(f"compress_info (k={k}, n={n}) disagrees with x2: the stream has nonzero weights "
+                         f"beyond row {n} or column {k} (a larger weight's stream?)")
     w = nz_fractals_to_nd(nz, n, k)
     return torch.from_numpy(w.view(np.int8))
 

@@ -25,7 +25,7 @@ the prologue of every (BLOCK_K, BLOCK_N) weight tile loads the tile's mask bytes
 turns them into value indices with one cumsum along n plus the row's offset, and gathers only the
 nonzeros (masked loads: zero lanes move no bytes). No scratch memory.
 
-deq_scale (specs/compress_format.md §7): uint64 or int64, (1, n) or (1, 1) (also (n,) / (1,)). Bits 0..31
+deq_scale (docs/compress_format.md §7): uint64 or int64, (1, n) or (1, 1) (also (n,) / (1,)). Bits 0..31
 are the fp32 scale, used as is at full fp32 precision, in all three forms sources use: zero-extended fp32
 bits, sign-extended fp32 bits, and trans_quant_param's form (bits 0..31 = the float truncated to 19 bits,
 bit 46 set, 9-bit offset in 37..45). Bits 32..63 are ignored: the fp16 output has no requant offset.
@@ -36,13 +36,12 @@ import weakref
 from typing import Optional
 
 import torch
-import triton
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import _backend
-from ._validate import check_tensor
+from . import _backend, _split_k
+from ._validate import call_op, check_common, check_tensor, int_arg, int_list
 from .autotune import pick_config, split_config
-from .compress_codec import compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
+from .compress_codec import MAX_ELEMENTS, compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
 from .quant_matmul import (A_INT8, B_SPARSE, BIAS_INT, BIAS_NONE, GEMM, OFFSET_NONE, SCALE_F32, SCALE_NONE,
                            SPARSE_CHUNK, _qmm_kernel)
 from .reference import compress_matmul as ref
@@ -108,10 +107,13 @@ def prepare_compressed_weight(x2: torch.Tensor, compress_index: torch.Tensor, co
 
     Validates the whole index and bitstream first (corrupt input -> ValueError), so the kernel only ever
     reads arrays built here. Cached per x2 tensor: a second call with the same, unmodified tensors
-    returns the same object without any host work or sync.
+    returns the same object without any host work or sync. "Unmodified" is what torch can see: the key
+    holds the tensors' identity, in-place version counters and data pointers, so x2.copy_(...) or
+    x2.data = other re-transcodes, but a write through a numpy view or through x2.data[...] does not
+    bump the version and the old weight is served: replace the tensors (or write with torch ops) instead.
     """
     info = _info_list(compress_info)
-    key = (x2._version, compress_index._version, tuple(info), x2.device)
+    key = (x2._version, compress_index._version, x2.data_ptr(), compress_index.data_ptr(), tuple(info), x2.device)
     hit = _CACHE.get(x2)
     if hit is not None and hit[0] == key and hit[1]() is compress_index:
         return hit[2]
@@ -128,13 +130,17 @@ def _info_list(compress_info) -> list:
         if compress_info.dtype not in (torch.int64, torch.int32) or compress_info.dim() != 1:
             raise TypeError(f"{OP}: compress_info must be a list of 5 ints or a 1-D int64 tensor, "
                             f"got a {compress_info.dtype} tensor of shape {tuple(compress_info.shape)}")
-        compress_info = compress_info.tolist()
-    if not isinstance(compress_info, (list, tuple)) or not all(isinstance(v, int) for v in compress_info):
-        raise TypeError(f"{OP}: compress_info must be a list of 5 ints [8, 8, k, n, 1], got {compress_info!r}")
-    info = [int(v) for v in compress_info]
+    try:  # torch_npu's int[]: a list or tuple of (numpy) ints, a 1-D integer numpy array or host tensor
+        info = int_list(OP, "compress_info", compress_info)
+    except TypeError:
+        raise TypeError(f"{OP}: compress_info must be a list of 5 ints [8, 8, k, n, 1], got {compress_info!r}"[:300]) \
+            from None
     if len(info) != 5 or info[0] != 8 or info[1] != 8 or info[2] <= 0 or info[3] <= 0 or info[4] != 1:
         raise ValueError(f"{OP}: compress_info must be [8, 8, k, n, 1] with k, n > 0 (msModelSlim's tilingK, "
-                         f"tilingN, k, n, flag), got {info}")
+                         f"tilingN, k, n, flag), got {info}"[:300])
+    if info[2] * info[3] >= MAX_ELEMENTS:
+        raise ValueError(f"{OP}: compress_info's k * n = {info[2]} * {info[3]} is too large "
+                         f"(at most {MAX_ELEMENTS - 1})")
     return info
 
 
@@ -151,6 +157,7 @@ def _check_stream(x2, compress_index, info) -> None:
 def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> tuple:
     """Validate every argument; return (m, k, n). Errors name the argument."""
     check_tensor(OP, "x1", x1, dtypes=(torch.int8,), ndim=2)
+    check_common(OP, {"x1": x1, "x2": x2, "compress_index": compress_index, "bias": bias, "deq_scale": deq_scale})
     info = _info_list(compress_info)
     m, k = x1.shape
     _, _, k_info, n, _ = info
@@ -174,7 +181,7 @@ def _plan(x1, x2, compress_index, bias, deq_scale, offset_x, compress_info) -> t
 
 def _scale(deq_scale: torch.Tensor, n: int) -> torch.Tensor:
     """float32 (n,) from bits 0..31 of deq_scale, contiguous (the kernel reads the scale with unit stride)."""
-    return deq_scale.reshape(-1).view(torch.int32)[::2].view(torch.float32).expand(n).contiguous()
+    return deq_scale.reshape(-1).contiguous().view(torch.int32)[::2].view(torch.float32).expand(n).contiguous()
 
 
 def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
@@ -189,7 +196,7 @@ def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
         return out
     target = _backend.target_for(device)
     label = "sparse-int32" if deq_scale is None else "sparse-decode" if m <= 16 else "sparse"
-    meta, opts = split_config(pick_config(GEMM.name, target, label))
+    meta, opts = split_config(pick_config(GEMM.name, target, label, m=m, k=k, n=n))
     if meta["BLOCK_N"] % CHUNK:
         raise ValueError(f"{OP}: config BLOCK_N = {meta['BLOCK_N']} is not a multiple of {CHUNK}")
     modes = {"A_FORMAT": A_INT8.value, "B_FORMAT": B_SPARSE.value,
@@ -197,13 +204,15 @@ def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
              "OFFSET_MODE": OFFSET_NONE.value, "HAS_PERTOKEN": False,
              "BIAS_MODE": (BIAS_NONE if bias is None else BIAS_INT).value, "REQUANT": False,
              "A_K_UNIT": x1.stride(1) == 1, "B_K_UNIT": False, "B_N_UNIT": False}
-    n_tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
-    _backend.launch(GEMM.name, _qmm_kernel, _backend.persistent_grid(n_tiles, target, uses_dot=True),
+    splittable = label == "sparse-decode"
+    meta, n_items, split_args = _split_k.launch_args(device, meta, m, n, k, 1, target.programs(True), splittable)
+    _backend.launch(GEMM.name, _qmm_kernel, _backend.persistent_grid(n_items, target, uses_dot=True),
                     a_ptr=x1, b_ptr=cw.mask, out_ptr=out, scale_ptr=out if deq_scale is None else _scale(deq_scale, n),
-                    offset_ptr=out, pertoken_ptr=out, bias_ptr=out if bias is None else bias.reshape(n),
+                    offset_ptr=out, pertoken_ptr=out, bias_ptr=out if bias is None else bias.reshape(n).contiguous(),
                     bv_ptr=cw.values, bo_ptr=cw.offsets, M=m, N=n, K=k, n_batch=1, D1=1, D2=1, D3=1,
                     sa0=0, sa1=0, sa2=0, sa3=0, sam=x1.stride(0), sak=x1.stride(1), sb0=0, sb1=0, sb2=0, sb3=0,
-                    sbk=cw.mask.shape[1], sbn=0, s_bias=0, nz_k1=0, **modes, **meta, **opts)
+                    sbk=cw.mask.shape[1], sbn=0, s_bias=0, nz_k1=0, **modes, **split_args, SPLITTABLE=splittable,
+                    **meta, **opts)
     return out
 
 
@@ -241,8 +250,8 @@ def matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_index: 
     if offset_w is not None:
         raise ValueError(f"{OP}: offset_w must be None (CANN supports no weight offset), got a "
                          f"{type(offset_w).__name__}")
-    return torch.ops.atlas.matmul_compress_dequant(x1, x2, compress_index, bias, deq_scale, offset_x,
-                                                   _info_list(compress_info))
+    return call_op(OP, torch.ops.atlas.matmul_compress_dequant, x1, x2, compress_index, bias, deq_scale,
+                   int_arg(OP, "offset_x", offset_x), _info_list(compress_info))
 
 
 def npu_matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_index: torch.Tensor,
@@ -251,7 +260,9 @@ def npu_matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_ind
     """torch_npu spelling (no compress_info argument): it is built as [8, 8, x1.shape[1], n, 1].
 
     n = bias.shape[-1]; torch_npu takes n from scale.size(1) instead, which is 1 for a (1, 1) scale.
+    offset_x (torch_npu's int?): None, or 0 as a Python or numpy integer or a 0-d integer tensor.
     """
     check_tensor(OP, "bias", bias, dtypes=(torch.int32,), ndim=(1, 2))
+    offset_x = int_arg(OP, "offset_x", offset_x, optional=True)
     return matmul_compress_dequant(x1, x2, compress_index, bias, scale, offset_w=offset_w, offset_x=offset_x or 0,
                                    compress_info=[8, 8, x1.shape[-1] if x1.dim() else 0, bias.shape[-1], 1])

@@ -4,7 +4,7 @@ Each op is one pass over memory: packing and the NZ relayout happen in the
 same kernel. Kernels are persistent: the grid is at most one program per core
 and every program loops over its tiles.
 
-Layouts (specs/ops.md §5): ND (..., M, N) -> NZ (..., N1, M1, 16, N0) with
+Layouts (docs/ops.md §5): ND (..., M, N) -> NZ (..., N1, M1, 16, N0) with
 N0 = 32 bytes' worth of elements and zero padding.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import check_choice, check_tensor
+from ._validate import call_op, check_choice, check_tensor, int_arg, int_list
 from .autotune import (KernelSpec, Target, Tuning, Variant, pick_config, pow2_bucket, register_kernel,
                        split_config)
 from .reference import int4_pack as ref
@@ -282,8 +282,9 @@ def _rename(config: dict, names: tuple) -> dict:
 
 
 _PACK_VARIANTS = [
-    Variant(f"{out}-{layout}" + ("-strided" if strided else ""), {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
-                                "stride_wr": "i32", "stride_wc": "i32", "M1": "i32", "N1": "i32"},
+    Variant(f"{out}-{layout}" + ("-strided" if strided else ""),
+            {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
+             "stride_wr": "i32", "stride_wc": "i32", "M1": "i32", "N1": "i32"},
             {"PER": per, "NZ": nz, "N0": n0, "STRIDED": strided})
     for out, ptr, per, n0 in (("int32", "*i32", 8, 8), ("uint8", "*u8", 2, 32))
     for layout, nz in (("nd", False), ("nz", True))
@@ -291,12 +292,14 @@ _PACK_VARIANTS = [
 ]
 _UNPACK_VARIANTS = [
     Variant(v.label, {"p_ptr": v.types["out_ptr"], "out_ptr": "*i32", "R": "i32", "P": "i32", "M1": "i32"},
-            {k: c for k, c in v.constexprs.items() if k != "STRIDED"}) for v in _PACK_VARIANTS if not v.constexprs["STRIDED"]
+            {k: c for k, c in v.constexprs.items() if k != "STRIDED"})
+    for v in _PACK_VARIANTS if not v.constexprs["STRIDED"]
 ]
 _RELAYOUT_VARIANTS = {
-    "nd_to_nz": [Variant(f"{bits}bit" + ("-strided" if strided else ""), {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
-                                        "stride_b": "i32", "stride_m": "i32", "stride_n": "i32", "M1": "i32",
-                                        "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits, "STRIDED": strided})
+    "nd_to_nz": [Variant(f"{bits}bit" + ("-strided" if strided else ""),
+                         {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32", "stride_b": "i32",
+                          "stride_m": "i32", "stride_n": "i32", "M1": "i32", "N1": "i32", "n_batch": "i32"},
+                         {"N0": 256 // bits, "STRIDED": strided})
                  for bits in (8, 16, 32) for strided in (False, True)],
     "nz_to_nd": [Variant(f"{bits}bit", {"x_ptr": f"*i{bits}", "out_ptr": f"*i{bits}", "M": "i32", "N": "i32",
                                         "M1": "i32", "N1": "i32", "n_batch": "i32"}, {"N0": 256 // bits})
@@ -321,7 +324,8 @@ _RELAYOUT_SHAPES = ({"B": 1, "M": 4096, "N": 4096}, {"B": 1, "M": 4096, "N": 143
 
 def _packed_args(variant: Variant) -> tuple:
     """(out_dtype, layout) of a pack/unpack variant."""
-    return (torch.int32 if variant.constexprs["PER"] == 8 else torch.uint8), ("nz" if variant.constexprs["NZ"] else "nd")
+    dtype = torch.int32 if variant.constexprs["PER"] == 8 else torch.uint8
+    return dtype, ("nz" if variant.constexprs["NZ"] else "nd")
 
 
 def _tune_pack(shape: dict, variant: Variant, device):
@@ -352,6 +356,20 @@ def _tune_nz_to_nd(shape: dict, variant: Variant, device):
     return lambda: nz_to_nd(nz, (shape["M"], shape["N"]))
 
 
+def _pack_work(target: Target, variant: Variant, shape: dict, config: dict):
+    """Modelled work of pack/unpack: (BLOCK_R, BLOCK_P) tiles of packed words, each PER int32 values and a word."""
+    from .autotune.candidates import tiled_work
+    per = variant.constexprs["PER"]
+    return tiled_work(config, {"BLOCK_R": shape["R"], "BLOCK_P": shape["C"] // per}, 4 * per + (4 if per == 8 else 1))
+
+
+def _relayout_work(target: Target, variant: Variant, shape: dict, config: dict):
+    """Modelled work of the relayouts: (BLOCK_M, BLOCK_N) tiles of each batch matrix, read once and written once."""
+    from .autotune.candidates import tiled_work
+    elem = 32 // variant.constexprs["N0"]
+    return tiled_work(config, {"BLOCK_M": shape["M"], "BLOCK_N": shape["N"]}, 2 * elem, outer=shape["B"])
+
+
 def _relayout_spec(name, fn, tuning):
     return KernelSpec(
         name=f"int4_pack.{name}", fn=fn, variants=_RELAYOUT_VARIANTS[name],
@@ -360,14 +378,17 @@ def _relayout_spec(name, fn, tuning):
 
 
 PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"), _default("pack"),
-                                  tuning=Tuning(("R", "C"), _weight_bucket, _tune_pack, _WEIGHT_SHAPES)))
+                                  tuning=Tuning(("R", "C"), _weight_bucket, _tune_pack, _WEIGHT_SHAPES, _pack_work)))
 UNPACK = register_kernel(KernelSpec("int4_pack.unpack", _unpack_int4_kernel, _UNPACK_VARIANTS, _space("unpack"),
                                     _default("unpack"),
-                                    tuning=Tuning(("R", "C"), _weight_bucket, _tune_unpack, _WEIGHT_SHAPES)))
+                                    tuning=Tuning(("R", "C"), _weight_bucket, _tune_unpack, _WEIGHT_SHAPES,
+                                                  _pack_work)))
 ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel,
-                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nd_to_nz, _RELAYOUT_SHAPES)))
+                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nd_to_nz, _RELAYOUT_SHAPES,
+                                                 _relayout_work)))
 NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel,
-                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nz_to_nd, _RELAYOUT_SHAPES)))
+                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nz_to_nd, _RELAYOUT_SHAPES,
+                                                 _relayout_work)))
 
 
 # ---------------------------------------------------------------- launchers
@@ -460,7 +481,7 @@ def convert_weight_to_int4pack(weight: torch.Tensor, *, out_dtype: torch.dtype =
         packed matrix (P packed columns, N0 = 8 for int32, 32 for uint8), zero padded.
     Values outside [-8, 7] raise ValueError (the kernel counts them; one host sync).
     """
-    return torch.ops.atlas.convert_weight_to_int4pack(weight, out_dtype, layout)
+    return call_op(OP, torch.ops.atlas.convert_weight_to_int4pack, weight, out_dtype, layout)
 
 
 def _unpack_shape(packed: torch.Tensor, layout: str, shape) -> tuple:
@@ -481,6 +502,8 @@ def _unpack_shape(packed: torch.Tensor, layout: str, shape) -> tuple:
                              f"got {tuple(packed.shape)}")
         rows, p = m1 * M0, n1 * n0
     if shape is not None:
+        if len(shape) != 2:
+            raise ValueError(f"{op}: shape must be (R, C), got {tuple(shape)}")
         r, c = shape
         fits = c % per == 0 and 0 <= r <= rows and 0 <= c // per <= p
         if not fits or (layout == "nd" and (r, c // per) != (rows, p)):
@@ -523,7 +546,8 @@ def unpack_int4(packed: torch.Tensor, *, layout: str = "nd", shape: Optional[tup
     shape: (R, C) of the original weight; for "nz" it drops the padding
         (default: the padded extent). For "nd" it must match if given.
     """
-    return torch.ops.atlas.unpack_int4(packed, layout, None if shape is None else list(shape))
+    return call_op("unpack_int4", torch.ops.atlas.unpack_int4, packed, layout,
+                   int_list("unpack_int4", "shape", shape, optional=True))
 
 
 def _bitview(x: torch.Tensor) -> torch.Tensor:
@@ -549,8 +573,10 @@ def _nd_to_nz_op(x: torch.Tensor) -> torch.Tensor:
         return ref.nd_to_nz(x)
     *_, m, n = x.shape
     *_, n1, m1, _, n0 = shape
-    x3 = x.reshape(-1, m, n)  # a view unless the batch dims cannot be merged
     out = torch.empty(shape, dtype=x.dtype, device=device)
+    if out.numel() == 0:
+        return out
+    x3 = x.reshape(-1, m, n)  # a view unless the batch dims cannot be merged
     target = _backend.target_for(device)
     strided = x3.stride(2) != 1
     meta, opts = _config(ND_TO_NZ, target, f"{x.element_size() * 8}bit" + ("-strided" if strided else ""),
@@ -576,7 +602,7 @@ def nd_to_nz(x: torch.Tensor) -> torch.Tensor:
     x: int8, uint8, fp16, bf16 or int32 (packed int4), any strides on the last two dims.
     N0 is 32 bytes' worth of elements: int8/uint8 32, fp16/bf16 16, int32 8.
     """
-    return torch.ops.atlas.nd_to_nz(x)
+    return call_op("nd_to_nz", torch.ops.atlas.nd_to_nz, x)
 
 
 def _nz_to_nd_shape(x: torch.Tensor, shape) -> tuple:
@@ -585,6 +611,8 @@ def _nz_to_nd_shape(x: torch.Tensor, shape) -> tuple:
     *batch, n1, m1, m0, n0 = x.shape
     if (m0, n0) != (M0, ref.nz_n0(x.dtype)):
         raise ValueError(f"{op}: x must end in ({M0}, {ref.nz_n0(x.dtype)}) for {x.dtype}, got {tuple(x.shape)}")
+    if shape is not None and len(shape) != 2:
+        raise ValueError(f"{op}: shape must be (M, N), got {tuple(shape)}")
     m, n = shape if shape is not None else (m1 * M0, n1 * n0)
     if not (0 <= m <= m1 * M0 and 0 <= n <= n1 * n0):
         raise ValueError(f"{op}: shape {tuple(shape)} does not fit x of shape {tuple(x.shape)} "
@@ -623,9 +651,11 @@ def nz_to_nd(x: torch.Tensor, shape: Optional[tuple] = None) -> torch.Tensor:
 
     shape: (M, N) of the original last two dims (default: the padded extent).
     """
-    return torch.ops.atlas.nz_to_nd(x, None if shape is None else list(shape))
+    return call_op("nz_to_nd", torch.ops.atlas.nz_to_nd, x, int_list("nz_to_nd", "shape", shape, optional=True))
 
 
 def npu_convert_weight_to_int4pack(weight: torch.Tensor, inner_k_tiles: int = 0) -> torch.Tensor:
-    """torch_npu spelling: int32 (R, C) -> int32 (R, C/8), ND. inner_k_tiles is accepted and ignored, as in torch_npu."""
+    """torch_npu spelling: int32 (R, C) -> int32 (R, C/8), ND. inner_k_tiles (torch_npu's int: a Python or numpy
+    integer or a 0-d integer tensor) is accepted and ignored, as in torch_npu."""
+    int_arg("npu_convert_weight_to_int4pack", "inner_k_tiles", inner_k_tiles)
     return convert_weight_to_int4pack(weight)

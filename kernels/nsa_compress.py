@@ -1,7 +1,7 @@
 """NSA compression (torch_npu.npu_nsa_compress and npu_nsa_compress_grad), forward and deterministic backward.
 
 out[c, n, :] = sum_{j<l} weight[j, n] * input[start_b + i*d + j, n, :] over the windows of packed
-variable-length sequences (specs/ops.md §3). Variable length goes through a flat work list built
+variable-length sequences (docs/ops.md §3). Variable length goes through a flat work list built
 on the host from actual_seq_len (host data, no device sync): one item per block of consecutive
 windows of one sequence. A program reads the item's token span once, in chunks of CHUNK tokens
 (CHUNK divides l and d), and keeps the windows that overlap the current chunk in SLOTS register
@@ -17,12 +17,13 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import check_tensor
+from ._validate import call_op, check_common, check_tensor, int_arg
 from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
 from .reference import nsa_compress as ref
 
@@ -76,11 +77,14 @@ def _fwd_kernel(x_ptr, w_ptr, out_ptr, work_ptr, n_items, N, D, l, d, stride_xt,
                     wk = tl.load(w_ptr + (phase * CHUNK + rows) * N + n).to(tl.float32)
                     acc += tl.where(slot == s, tl.sum(wk[:, None] * x, axis=0)[None, :], 0.0)
             r = k - a + 1
-            if (r >= 0) & (r % b == 0) & (r // b >= c_lo):  # window r / b ends with this chunk
-                done = slot == (r // b) % SLOTS
+            ends = (r >= 0) & (r % b == 0) & (r // b >= c_lo)  # window r / b ends with this chunk
+            done = (slot == (r // b) % SLOTS) & ends
+            if ends:
                 dst = out_ptr + ((o_seq + r // b).to(tl.int64) * N + n) * D + cols
                 tl.store(dst, tl.sum(tl.where(done, acc, 0.0), axis=0).to(out_ptr.dtype.element_ty), mask=cols < D)
-                acc = tl.where(done, 0.0, acc)
+            # the reset stays outside the branch: bishengir 1.2's PlanMemory gives the buffer of an accumulator
+            # reassigned under an scf.if to the next iteration's first temporary (docs/ascend_planmemory_bug.md)
+            acc = tl.where(done, 0.0, acc)
 
 
 @triton.jit
@@ -123,9 +127,11 @@ def _bwd_kernel(x_ptr, w_ptr, g_ptr, dx_ptr, ws_ptr, work_ptr, n_items, N, D, l,
             g = tl.load(g_row + (o_seq + c).to(tl.int64) * stride_gt, mask=cols < D, other=0.0).to(tl.float32)
             gslot = tl.where(slot == c % SLOTS, g[None, :], gslot)
         for k in range(p_lo // CHUNK, tl.cdiv(p_hi, CHUNK)):
-            if (k % b == 0) & (k // b < c_hi):  # window k / b starts here
-                g = tl.load(g_row + (o_seq + k // b).to(tl.int64) * stride_gt, mask=cols < D, other=0.0).to(tl.float32)
-                gslot = tl.where(slot == (k // b) % SLOTS, g[None, :], gslot)
+            starts = (k % b == 0) & (k // b < c_hi)  # window k / b starts here
+            g_new = tl.load(g_row + (o_seq + k // b).to(tl.int64) * stride_gt, mask=cols < tl.where(starts, D, 0),
+                            other=0.0).to(tl.float32)
+            # unconditional, as the forward's reset (see there)
+            gslot = tl.where((slot == (k // b) % SLOTS) & starts, g_new[None, :], gslot)
             t0 = (ts + k * CHUNK).to(tl.int64)
             own = (tok < p_hi - k * CHUNK) & (col < D - d0)
             x = tl.load(x_tile + t0 * stride_xt, mask=own, other=0.0).to(tl.float32)
@@ -134,12 +140,14 @@ def _bwd_kernel(x_ptr, w_ptr, g_ptr, dx_ptr, ws_ptr, work_ptr, n_items, N, D, l,
             for s in tl.static_range(SLOTS):
                 c = c_new - (c_new - s + SLOTS) % SLOTS
                 phase = k - c * b
-                if (c >= c_lo) & (phase < a):
+                live = (c >= c_lo) & (phase < a)
+                g = tl.sum(tl.where(slot == s, gslot, 0.0), axis=0)
+                if live:
                     wk = tl.load(w_ptr + (phase * CHUNK + rows) * N + n).to(tl.float32)
-                    g = tl.sum(tl.where(slot == s, gslot, 0.0), axis=0)
                     dx += wk[:, None] * g[None, :]
-                    v = tl.sum(x * g[None, :], axis=1)
-                    dw += tl.where((j >= phase * CHUNK) & (j < phase * CHUNK + CHUNK), v[None, :], 0.0)
+                v = tl.sum(x * g[None, :], axis=1)
+                # dw is carried across k: updated outside the branch, as the forward's reset (see there)
+                dw += tl.where(live & (j >= phase * CHUNK) & (j < phase * CHUNK + CHUNK), v[None, :], 0.0)
             tl.store(dx_tile + t0 * (N * D), dx.to(dx_ptr.dtype.element_ty), mask=own)
         tl.store(ws_ptr + ((item * n_db + dblk) * l + j) * N + n, dw, mask=j < l)
 
@@ -292,8 +300,8 @@ DW_REDUCE = register_kernel(KernelSpec(
     _reduce_space, _reduce_default))
 
 
-def _pick(spec: KernelSpec, target: Target, kind: str, dtype: torch.dtype, geo: dict) -> tuple:
-    """(constexprs, launch options, windows per item) for this geometry.
+def _pick(spec: KernelSpec, target: Target, kind: str, dtype: torch.dtype, geo: dict, shape: dict) -> tuple:
+    """(constexprs, launch options, windows per item) for this geometry at ``shape`` ({"T", "N", "D"}).
 
     Geometries outside the checked list join the spec's variants on first use, so they get the
     same derived default (and override_config works for them).
@@ -301,7 +309,7 @@ def _pick(spec: KernelSpec, target: Target, kind: str, dtype: torch.dtype, geo: 
     variant = _variant(kind, _TY[dtype], geo)
     if all(v.label != variant.label for v in spec.variants):
         spec.variants.append(variant)
-    meta, opts = split_config(pick_config(spec.name, target, variant.label))
+    meta, opts = split_config(pick_config(spec.name, target, variant.label, **shape))
     meta = dict(meta)
     windows = meta.pop("WINDOWS")
     return meta, opts, windows
@@ -343,7 +351,13 @@ def _work_list(ends: tuple, block: int, stride: int, windows: int, device: torch
 
 # ---------------------------------------------------------------- validation
 def _seq_ends(op: str, actual_seq_len) -> list:
-    """actual_seq_len as a list of Python ints (host data: list, tuple or CPU tensor)."""
+    """actual_seq_len as a list of Python ints (host data: list or tuple of ints, 1-D integer numpy array or
+    CPU tensor, as torch_npu's int[] takes them)."""
+    if isinstance(actual_seq_len, np.ndarray):
+        if actual_seq_len.ndim != 1 or actual_seq_len.dtype.kind not in "iu":
+            raise TypeError(f"{op}: actual_seq_len must be a 1-D integer array, got {actual_seq_len.dtype} "
+                            f"with shape {actual_seq_len.shape}")
+        return [int(v) for v in actual_seq_len.tolist()]
     if actual_seq_len is None:
         raise ValueError(f"{op}: actual_seq_len is required (inclusive prefix sums of the sequence lengths)")
     if isinstance(actual_seq_len, torch.Tensor):
@@ -354,22 +368,26 @@ def _seq_ends(op: str, actual_seq_len) -> list:
             raise TypeError(f"{op}: actual_seq_len must be a 1-D integer tensor, got {actual_seq_len.dtype} "
                             f"with shape {tuple(actual_seq_len.shape)}")
         return [int(v) for v in actual_seq_len.tolist()]
-    if not isinstance(actual_seq_len, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in actual_seq_len):
+    if not isinstance(actual_seq_len, (list, tuple)) or not all(_is_int(v) for v in actual_seq_len):
         raise TypeError(f"{op}: actual_seq_len must be a list or tuple of ints, got {actual_seq_len!r}")
-    return list(actual_seq_len)
+    return [int(v) for v in actual_seq_len]
 
 
-def _check_ints(op: str, block, stride):
-    for name, v in (("compress_block_size", block), ("compress_stride", stride)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+def _is_int(v) -> bool:
+    """A Python or numpy integer (torch_npu's int takes both), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_ints(op: str, block, stride) -> tuple:
+    """(block, stride) as Python ints (torch_npu's int: a Python or numpy integer or a 0-d integer tensor)."""
+    return int_arg(op, "compress_block_size", block), int_arg(op, "compress_stride", stride)
 
 
 def _check(op: str, input, weight, block, stride, ends, grad=None) -> int:
     """Validate the arguments; return T' (number of windows)."""
     check_tensor(op, "input", input, dtypes=DTYPES, ndim=3)
     check_tensor(op, "weight", weight, dtypes=DTYPES, ndim=2)
+    check_common(op, {"grad": grad, "input": input, "weight": weight})
     if weight.dtype != input.dtype:
         raise TypeError(f"{op}: weight must have the dtype of input ({str(input.dtype)[6:]}), "
                         f"got {str(weight.dtype)[6:]}")
@@ -439,7 +457,7 @@ def _fwd_op(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int,
         return out
     target = _backend.target_for(device)
     geo = geometry(compress_block_size, compress_stride)
-    meta, opts, windows = _pick(FWD, target, "fwd", input.dtype, geo)
+    meta, opts, windows = _pick(FWD, target, "fwd", input.dtype, geo, {"T": T, "N": N, "D": D})
     work = _work_list(tuple(actual_seq_len), compress_block_size, compress_stride, windows, device)
     n_tiles = work.shape[0] * N * triton.cdiv(D, meta["BLOCK_D"])
     x = _unit_last(input)
@@ -465,7 +483,7 @@ def _grad_op(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, comp
     T, N, D = input.shape
     target = _backend.target_for(device)
     geo = geometry(compress_block_size, compress_stride)
-    meta, opts, windows = _pick(BWD, target, "bwd", input.dtype, geo)
+    meta, opts, windows = _pick(BWD, target, "bwd", input.dtype, geo, {"T": T, "N": N, "D": D})
     work = _work_list(tuple(actual_seq_len), compress_block_size, compress_stride, windows, device)
     n_items, n_db = work.shape[0], triton.cdiv(D, meta["BLOCK_D"])
     dinput = torch.empty_like(input, memory_format=torch.contiguous_format)
@@ -477,7 +495,7 @@ def _grad_op(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, comp
         _backend.launch(BWD.name, _bwd_kernel, _grid(n_tiles, target), x, weight.contiguous(), g, dinput,
                         ws, work, n_items, N, D, compress_block_size, compress_stride, *x.stride()[:2],
                         *g.stride()[:2], **geo, **meta, **opts)
-    rmeta, ropts = split_config(pick_config(DW_REDUCE.name, target, _TY[input.dtype]))
+    rmeta, ropts = split_config(pick_config(DW_REDUCE.name, target, _TY[input.dtype], T=T, N=N, D=D))
     n_cols = compress_block_size * N
     _backend.launch(DW_REDUCE.name, _dw_reduce_kernel,
                     _backend.persistent_grid(triton.cdiv(n_cols, rmeta["BLOCK_C"]), target),
@@ -507,6 +525,59 @@ def _backward(ctx, grad):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# actual_seq_len as a tensor (flash-linear-attention's cu_seqlens pattern): the ops read its values when they run,
+# so torch.compile traces one graph for all lengths (T' is a data-dependent size there), where a list is a
+# constant of the graph and every new list recompiles
+@torch.library.custom_op("atlas::nsa_compress_varlen", mutates_args=())
+def _fwd_varlen_op(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int, compress_stride: int,
+                   actual_seq_len: torch.Tensor) -> torch.Tensor:
+    ends = _seq_ends(OP, actual_seq_len.cpu())
+    return _fwd_op(input, weight, compress_block_size, compress_stride, ends)
+
+
+@_fwd_varlen_op.register_fake
+def _(input, weight, compress_block_size, compress_stride, actual_seq_len):
+    check_tensor(OP, "input", input, dtypes=DTYPES, ndim=3)
+    return input.new_empty((torch.library.get_ctx().new_dynamic_size(), *input.shape[1:]))
+
+
+@torch.library.custom_op("atlas::nsa_compress_grad_varlen", mutates_args=())
+def _grad_varlen_op(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, compress_block_size: int,
+                    compress_stride: int, actual_seq_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ends = _seq_ends(GRAD_OP, actual_seq_len.cpu())
+    return _grad_op(grad, input, weight, compress_block_size, compress_stride, ends)
+
+
+@_grad_varlen_op.register_fake
+def _(grad, input, weight, compress_block_size, compress_stride, actual_seq_len):
+    return torch.empty_like(input, memory_format=torch.contiguous_format), torch.empty_like(weight)
+
+
+def _setup_varlen_context(ctx, inputs, output):
+    input, weight, block, stride, lengths = inputs
+    ctx.save_for_backward(input, weight, lengths)
+    ctx.geometry = (block, stride)
+
+
+def _backward_varlen(ctx, grad):
+    input, weight, lengths = ctx.saved_tensors
+    dinput, dweight = torch.ops.atlas.nsa_compress_grad_varlen(grad, input, weight, *ctx.geometry, lengths)
+    return dinput, dweight, None, None, None
+
+
+_fwd_varlen_op.register_autograd(_backward_varlen, setup_context=_setup_varlen_context)
+
+
+def _lengths_tensor(op: str, actual_seq_len: torch.Tensor) -> torch.Tensor:
+    if actual_seq_len.dtype.is_floating_point or actual_seq_len.dtype == torch.bool or actual_seq_len.dim() != 1:
+        raise TypeError(f"{op}: actual_seq_len must be a 1-D integer tensor, got {actual_seq_len.dtype} "
+                        f"with shape {tuple(actual_seq_len.shape)}")
+    if actual_seq_len.device.type == "meta":
+        raise TypeError(f"{op}: actual_seq_len must hold values (host data or a tensor on a real device), got a "
+                        f"meta tensor")
+    return actual_seq_len
+
+
 def nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int, compress_stride: int, *,
                  actual_seq_len) -> torch.Tensor:
     """NSA key/value compression: weighted pooling over sliding windows of packed sequences (differentiable).
@@ -514,14 +585,17 @@ def nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size:
     input: fp16/bf16 [T, N, D] (TND, sequences packed along T; any T and N strides are read in place,
         a non-contiguous D is copied once). weight: [l, N], same dtype.
     compress_block_size l, compress_stride d: multiples of 16, 16 <= d <= l <= 256.
-    actual_seq_len: host data (list, tuple or CPU int tensor): inclusive prefix sums of the sequence
-        lengths, non-decreasing, ending at T (a leading 0 adds an empty sequence).
+    actual_seq_len: inclusive prefix sums of the sequence lengths, non-decreasing, ending at T (a leading 0
+        adds an empty sequence): a list or tuple of ints or a 1-D integer numpy array (torch.compile
+        specialises on these values), or a 1-D integer tensor (read when the op runs: one graph for all
+        lengths under torch.compile; a device tensor costs one sync).
     Returns [T', N, D] in input's dtype, T' = sum_b max(0, (len_b - l) // d + 1); fp32 accumulation.
     Gradients for input and weight are computed without atomics (bitwise reproducible).
     """
-    ends = _seq_ends(OP, actual_seq_len)
-    _check_ints(OP, compress_block_size, compress_stride)  # before the schema's own int cast
-    return torch.ops.atlas.nsa_compress(input, weight, compress_block_size, compress_stride, ends)
+    block, stride = _check_ints(OP, compress_block_size, compress_stride)  # before the schema's own int cast
+    if isinstance(actual_seq_len, torch.Tensor):
+        return torch.ops.atlas.nsa_compress_varlen(input, weight, block, stride, _lengths_tensor(OP, actual_seq_len))
+    return call_op(OP, torch.ops.atlas.nsa_compress, input, weight, block, stride, _seq_ends(OP, actual_seq_len))
 
 
 def npu_nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int, compress_stride: int, *,
@@ -533,6 +607,96 @@ def npu_nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_s
 def npu_nsa_compress_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, compress_block_size: int,
                           compress_stride: int, *, actual_seq_len=None) -> tuple:
     """torch_npu spelling of the backward: (dinput [T, N, D], dweight [l, N]) in the input dtype."""
-    ends = _seq_ends(GRAD_OP, actual_seq_len)
-    _check_ints(GRAD_OP, compress_block_size, compress_stride)
-    return torch.ops.atlas.nsa_compress_grad(grad, input, weight, compress_block_size, compress_stride, ends)
+    block, stride = _check_ints(GRAD_OP, compress_block_size, compress_stride)
+    if isinstance(actual_seq_len, torch.Tensor):
+        return torch.ops.atlas.nsa_compress_grad_varlen(grad, input, weight, block, stride,
+                                                        _lengths_tensor(GRAD_OP, actual_seq_len))
+    return call_op(GRAD_OP, torch.ops.atlas.nsa_compress_grad, grad, input, weight, block, stride,
+                   _seq_ends(GRAD_OP, actual_seq_len))
+
+
+# ---------------------------------------------------------------- tuning harness
+# Shapes {T, N, D}: one sequence of T tokens (power-of-two bucket), N heads and D exact. A variant is a
+# geometry class; it is tuned at the first checked (l, d) of that class. dw_reduce is tuned inside the
+# backward at (l, d) = (32, 16).
+from .autotune import Tuning, pow2_bucket  # noqa: E402
+from .autotune.candidates import Work, tiled_work  # noqa: E402
+
+_NSA_PAIRS = ((32, 16), (64, 32), (128, 16), (128, 128))
+_NSA_SHAPES = ({"T": 8192, "N": 4, "D": 128}, {"T": 65536, "N": 4, "D": 128})
+_ELEM = {"fp16": 2, "bf16": 2}
+
+
+def _nsa_bucket(shape: dict) -> tuple:
+    return (pow2_bucket(shape["T"]), shape["N"], shape["D"])
+
+
+def _nsa_pair(kind: str, variant: Variant):
+    """(l, d) of the first checked geometry with this variant's label, or None."""
+    dtype = variant.label.split("-")[0]
+    return next((p for p in _NSA_PAIRS if _variant(kind, dtype, geometry(*p)).label == variant.label), None)
+
+
+def _nsa_work(kind: str):
+    def work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
+        """Tiles of (WINDOWS windows, head, BLOCK_D columns); each streams the tokens its windows span in CHUNK
+        steps (backward: reads x and grad, writes dinput and its dweight partials)."""
+        l, d = _nsa_pair(kind, variant)
+        T, N, D = shape["T"], shape["N"], shape["D"]
+        n_win = max(1, (T - l) // d + 1)
+        windows = min(config["WINDOWS"], pow2_bucket(n_win))
+        block_d = min(config["BLOCK_D"], pow2_bucket(D))
+        span = (windows - 1) * d + l
+        cols = min(block_d, D)
+        per_token = (3 if kind == "bwd" else 1) * 2 * cols
+        out = windows * cols * 2 if kind == "fwd" else l * 4
+        tiles = -(-n_win // windows) * N * -(-D // block_d)
+        depth = config["num_warps"] / 4 if "num_warps" in config else 2.0
+        return Work(tiles=tiles, bytes_per_tile=span * per_token + out + l * 2,
+                    steps_per_tile=-(-span // variant.constexprs["CHUNK"]), depth=depth,
+                    effective={"WINDOWS": windows, "BLOCK_D": block_d})
+    return work
+
+
+def _reduce_work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
+    """Column tiles of the (work items x D blocks, l x N) fp32 partials, summed down the rows in BLOCK_R steps."""
+    n_win = max(1, (shape["T"] - 32) // 16 + 1)
+    rows = -(-n_win // 32) * -(-shape["D"] // 128)  # the backward's derived tiling, roughly
+    return tiled_work(config, {"BLOCK_C": 32 * shape["N"]}, 4, steps={"BLOCK_R": rows})
+
+
+def _nsa_inputs(shape: dict, dtype: str, l: int, device):
+    gen = torch.Generator().manual_seed(0)
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    x = torch.randn((shape["T"], shape["N"], shape["D"]), generator=gen).to(dt).to(device)
+    w = torch.randn((l, shape["N"]), generator=gen).to(dt).to(device)
+    return x, w
+
+
+def _tune_fwd(shape: dict, variant: Variant, device):
+    l, d = _nsa_pair("fwd", variant)
+    x, w = _nsa_inputs(shape, variant.label.split("-")[0], l, device)
+    return lambda: nsa_compress(x, w, l, d, actual_seq_len=[shape["T"]])
+
+
+def _grad_call(shape: dict, dtype: str, l: int, d: int, device):
+    x, w = _nsa_inputs(shape, dtype, l, device)
+    n_out = max(0, (shape["T"] - l) // d + 1)
+    g = torch.randn((n_out, shape["N"], shape["D"]), generator=torch.Generator().manual_seed(1)).to(x.dtype).to(device)
+    return lambda: npu_nsa_compress_grad(g, x, w, l, d, actual_seq_len=[shape["T"]])
+
+
+def _tune_bwd(shape: dict, variant: Variant, device):
+    l, d = _nsa_pair("bwd", variant)
+    return _grad_call(shape, variant.label.split("-")[0], l, d, device)
+
+
+def _tune_reduce(shape: dict, variant: Variant, device):
+    return _grad_call(shape, variant.label, 32, 16, device)
+
+
+FWD.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_fwd, _NSA_SHAPES, work=_nsa_work("fwd"),
+                    covers=lambda v, s: _nsa_pair("fwd", v) is not None)
+BWD.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_bwd, _NSA_SHAPES, work=_nsa_work("bwd"),
+                    covers=lambda v, s: _nsa_pair("bwd", v) is not None)
+DW_REDUCE.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_reduce, _NSA_SHAPES, work=_reduce_work)

@@ -9,7 +9,7 @@ blocks than cores (decode), so the cos/sin re-reads stay small.
 
 Numerics: fp32 throughout (see reference/rope_quant_kvcache.py); the cache bytes
 match the reference exactly (round half to even by the 1.5 * 2**23 trick, after
-clamping to [-128, 127]).
+clamping to [-128, 127]; NaN -> 0).
 
 Safety: the kernel computes each token's cache row and masks the cache stores
 with its validity (page: 0 <= slot < C1*C2, negative = padding; contiguous:
@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import check_choice, check_multiple, check_tensor
+from ._validate import bool_arg, call_op, check_choice, check_common, check_tensor, int_arg, int_list
 from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
 from .reference import rope_quant_kvcache as ref
 
@@ -52,11 +52,14 @@ def _load_x(x_ptr, w_ptr, bias_ptr, row, chan, m, cm, a,
 
 @triton.jit
 def _quant(val, scale_ptr, off_ptr, chan, cm, HAS_OFF: tl.constexpr):
-    """int8(clamp(rint(val / scale + offset), -128, 127)), half to even."""
+    """int8(clamp(rint(val / scale + offset), -128, 127)), half to even; NaN -> 0."""
     # div_rn: IEEE division (a plain "/" is approximate on CUDA), so the cache bytes match the reference
     y = tl.div_rn(val, tl.load(scale_ptr + chan, mask=cm, other=1.0))
     if HAS_OFF:
         y = y + tl.load(off_ptr + chan, mask=cm, other=0.0)
+    # NaN -> 0 as the hardware's saturating float -> int8 converts it (Ascend Cast, PTX cvt); done first
+    # because the clamp's max/min would turn NaN into -128 on CUDA and leave it NaN in the interpreter
+    y = tl.where(y == y, y, 0.0)
     y = tl.minimum(tl.maximum(y, -128.0), 127.0)
     y = (y + 12582912.0) - 12582912.0  # 1.5 * 2**23: rounds |y| < 2**22 to an integer, ties to even
     return y.to(tl.int8)
@@ -247,21 +250,25 @@ _BIAS_DTYPES = (torch.int32, torch.float16, torch.bfloat16, torch.float32)
 _MAX_D = 256
 
 
-def _check_shape(name: str, t: torch.Tensor, shapes: list):
+def _check_shape(name: str, t: torch.Tensor, shapes: list, source: str = "x's batch and sequence sizes"):
+    """ValueError unless t's shape is one of shapes (derived from ``source``, which the message names)."""
     if tuple(t.shape) not in [tuple(s) for s in shapes]:
         allowed = " or ".join(str(list(s)) for s in shapes)
-        raise ValueError(f"{OP}: {name} must have shape {allowed}, got {list(t.shape)}")
+        raise ValueError(f"{OP}: {name} must have shape {allowed} (from {source}), got {list(t.shape)}")
 
 
 def _validate(x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, size_splits, offset_k, offset_v,
               weight_scale, activation_scale, bias, quant_mode, input_layout, cache_mode) -> dict:
     """Check every argument; return the sizes the launcher and the fake need."""
     check_tensor(OP, "x", x, dtypes=_X_DTYPES, ndim=(2, 3))
+    check_common(OP, {"x": x, "cos": cos, "sin": sin, "k_cache": k_cache, "v_cache": v_cache, "indices": indices,
+                      "scale_k": scale_k, "scale_v": scale_v, "offset_k": offset_k, "offset_v": offset_v,
+                      "weight_scale": weight_scale, "activation_scale": activation_scale, "bias": bias},
+                 outputs=("k_cache", "v_cache"))
     check_choice(OP, "quant_mode", quant_mode, ("static",))
     check_choice(OP, "input_layout", input_layout, ("BSND",))
     check_choice(OP, "cache_mode", cache_mode, ("contiguous", "page"))
     batch, seq, h = (x.shape[0], x.shape[1], x.shape[2]) if x.dim() == 3 else (x.shape[0], 1, x.shape[1])
-    check_multiple(OP, "x", h, 64, "the last dim (H)")
     splits = [int(s) for s in size_splits]
     if len(splits) != 3 or min(splits) < 0 or sum(splits) != h:
         raise ValueError(f"{OP}: size_splits must be 3 non-negative sizes [Nq*D, Nkv*D, Nkv*D] summing to the "
@@ -285,8 +292,8 @@ def _validate(x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, size_spl
     if sin.dtype != cos.dtype:
         raise TypeError(f"{OP}: sin must have the dtype of cos ({cos.dtype}), got {sin.dtype}")
     cs_shape = [batch, seq, 1, d] if x.dim() == 3 else [batch, d]
-    _check_shape("cos", cos, [cs_shape])
-    _check_shape("sin", sin, [cs_shape])
+    _check_shape("cos", cos, [cs_shape], "x's batch and sequence sizes and k_cache's D")
+    _check_shape("sin", sin, [cs_shape], "x's batch and sequence sizes and k_cache's D")
     check_tensor(OP, "indices", indices, dtypes=(torch.int32, torch.int64), ndim=1)
     if cache_mode == "page":
         _check_shape("indices", indices, [[batch * seq]])
@@ -300,16 +307,16 @@ def _validate(x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, size_spl
                               ("offset_k", offset_k, True), ("offset_v", offset_v, True)):
         check_tensor(OP, name, t, dtypes=(torch.float32,), optional=optional)
         if t is not None:
-            _check_shape(name, t, per_channel)
+            _check_shape(name, t, per_channel, "k_cache's Nkv and D")
     if x.dtype == torch.int32:
         check_tensor(OP, "weight_scale (required for int32 x)", weight_scale, dtypes=(torch.float32,))
-        _check_shape("weight_scale", weight_scale, [[h]])
+        _check_shape("weight_scale", weight_scale, [[h]], "x's last dim H")
         check_tensor(OP, "activation_scale", activation_scale, dtypes=(torch.float32,), optional=True)
         if activation_scale is not None:
             _check_shape("activation_scale", activation_scale, [[batch * seq]])
         check_tensor(OP, "bias", bias, dtypes=_BIAS_DTYPES, optional=True)
         if bias is not None:
-            _check_shape("bias", bias, [[h]])
+            _check_shape("bias", bias, [[h]], "x's last dim H")
     lead = (batch, seq) if x.dim() == 3 else (batch,)
     return {"batch": batch, "seq": seq, "h": h, "nq": nq, "nkv": nkv, "d": d, "c1": c1, "c2": c2, "lead": lead}
 
@@ -388,7 +395,7 @@ def _op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Te
     nq, nkv, d = sizes["nq"], sizes["nkv"], sizes["d"]
     label, bd2 = _label(x, d)
     target = _backend.target_for(device)
-    meta, opts = split_config(pick_config(KERNEL.name, target, label))
+    meta, opts = split_config(pick_config(KERNEL.name, target, label, T=t, NQ=nq, NKV=nkv))
     n_tb = triton.cdiv(t, meta["BLOCK_T"])
     n_blocks = triton.cdiv(nq, meta["HEADS"]) + 2 * triton.cdiv(nkv, meta["HEADS"])
     # split the heads into groups only when the token blocks alone cannot fill the cores
@@ -431,22 +438,24 @@ def dequant_rope_quant_kvcache(x, cos, sin, k_cache, v_cache, indices, scale_k, 
     """Dequant (int32 x), split into q/k/v, RoPE on q and k, quantise k and v into the int8 caches in place.
 
     x: [B, S, H] or [B, H]; int32 (dequantised with weight_scale [H] fp32, optional activation_scale
-        [B*S] fp32 and bias [H] int32/fp16/bf16/fp32) or fp16/bf16 (dequant inputs ignored). H % 64 == 0.
+        [B*S] fp32 and bias [H] int32/fp16/bf16/fp32) or fp16/bf16 (dequant inputs ignored).
+        Any H = (Nq + 2*Nkv) * D: CANN's H % 64 == 0 and H <= 4096 are not needed here.
     cos, sin: [B, S, 1, D] (3-D x) or [B, D] (2-D x), fp16 or bf16, same dtype; rotate-half RoPE.
     k_cache, v_cache: int8 [C1, C2, Nkv, D], updated in place (last dim contiguous).
     indices: int32/int64. contiguous: [B], token s of batch b goes to cache[b, indices[b] + s];
         page: [B*S] slots into the cache viewed as [C1*C2, Nkv, D]. A token whose row is outside
         the cache (negative page slot = padding, slot >= C1*C2, start outside [0, C2 - S]) writes nothing.
     scale_k, scale_v, offset_k, offset_v: fp32 [Nkv, D] or [Nkv*D];
-        cache = int8(clamp(round_half_even(val / scale + offset), -128, 127)).
+        cache = int8(clamp(round_half_even(val / scale + offset), -128, 127)), NaN -> 0.
     size_splits: [Nq*D, Nkv*D, Nkv*D]. quant_mode: "static". input_layout: "BSND".
     check_indices: raise ValueError naming the first index that would not be written (one host sync).
     Computes in fp32. Returns (q [.., Nq, D], k, v, k_cache, v_cache) in cos's dtype; k, v are RoPE'd k
     and dequantised v [.., Nkv, D] when kv_output, else empty.
     """
-    q, k, v = torch.ops.atlas.dequant_rope_quant_kvcache(
-        x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, list(size_splits), offset_k, offset_v,
-        weight_scale, activation_scale, bias, quant_mode, input_layout, kv_output, cache_mode, check_indices)
+    q, k, v = call_op(
+        OP, torch.ops.atlas.dequant_rope_quant_kvcache,
+        x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, int_list(OP, "size_splits", size_splits), offset_k,
+        offset_v, weight_scale, activation_scale, bias, quant_mode, input_layout, kv_output, cache_mode, check_indices)
     return q, k, v, k_cache, v_cache
 
 
@@ -457,11 +466,61 @@ def npu_dequant_rope_quant_kvcache(x, cos, sin, k_cache, v_cache, indices, scale
                                    offset_k=None, offset_v=None, weight_scale=None, activation_scale=None,
                                    bias=None, quant_mode=0, input_layout="BSND", kv_output=False,
                                    cache_mode="contiguous"):
-    """torch_npu spelling: quant_mode is an int as in torch_npu (0 = "static", the only mode supported)."""
+    """torch_npu spelling: quant_mode is an int as in torch_npu (0 = "static", the only mode supported).
+
+    As torch_npu's binding takes them: size_splits (int[]) a list or tuple of Python or numpy ints, a 1-D integer
+    numpy array or host tensor; quant_mode (int) a Python or numpy integer or a 0-d integer tensor; kv_output
+    (bool) a Python or numpy bool. The rest are keyword-only after size_splits, as in torch_npu.
+    """
+    op = "npu_dequant_rope_quant_kvcache"
+    quant_mode = int_arg(op, "quant_mode", quant_mode)
     if quant_mode not in _NPU_QUANT_MODES:
-        raise ValueError(f"npu_dequant_rope_quant_kvcache: quant_mode must be 0 (static), got {quant_mode!r}")
+        raise ValueError(f"{op}: quant_mode must be 0 (static), got {quant_mode!r}")
     return dequant_rope_quant_kvcache(
-        x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, size_splits, offset_k=offset_k,
-        offset_v=offset_v, weight_scale=weight_scale, activation_scale=activation_scale, bias=bias,
-        quant_mode=_NPU_QUANT_MODES[quant_mode], input_layout=input_layout, kv_output=kv_output,
-        cache_mode=cache_mode)
+        x, cos, sin, k_cache, v_cache, indices, scale_k, scale_v, int_list(op, "size_splits", size_splits),
+        offset_k=offset_k, offset_v=offset_v, weight_scale=weight_scale, activation_scale=activation_scale,
+        bias=bias, quant_mode=_NPU_QUANT_MODES[quant_mode], input_layout=input_layout,
+        kv_output=bool_arg(op, "kv_output", kv_output), cache_mode=cache_mode)
+
+
+# ---------------------------------------------------------------- tuning harness
+# Shapes {T, NQ, NKV}: T tokens of a decode step (power-of-two bucket), NQ and NKV heads (exact). A launch takes
+# the config of (x kind, head dim); the variant's head dim is its label's.
+from .autotune import Tuning, pow2_bucket  # noqa: E402
+from .autotune.candidates import Work, tiled_work  # noqa: E402
+
+_ROPE_SHAPES = ({"T": 16, "NQ": 32, "NKV": 8}, {"T": 256, "NQ": 32, "NKV": 8})
+
+
+def _rope_bucket(shape: dict) -> tuple:
+    return (pow2_bucket(shape["T"]), shape["NQ"], shape["NKV"])
+
+
+def _rope_work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
+    """(BLOCK_T tokens, HEADS heads) tiles of whole head rows: x in, q or the int8 cache row out, cos/sin per token."""
+    d = 2 * variant.constexprs["BLOCK_D2"]
+    x_bytes = 4 if variant.constexprs["DEQUANT"] else 2
+    heads = shape["NQ"] + 2 * shape["NKV"]
+    return tiled_work(config, {"BLOCK_T": shape["T"], "HEADS": heads}, d * (x_bytes + 2),
+                      extra_bytes_per_tile=min(config["BLOCK_T"], shape["T"]) * d * 4)
+
+
+def _tune_rope(shape: dict, variant: Variant, device):
+    """A contiguous-cache decode step: x [T, (NQ + 2 NKV) D], token t written to cache row (t, 0)."""
+    gen = torch.Generator().manual_seed(0)
+    t, nq, nkv = shape["T"], shape["NQ"], shape["NKV"]
+    d = 2 * variant.constexprs["BLOCK_D2"]
+    h = (nq + 2 * nkv) * d
+    dequant = variant.constexprs["DEQUANT"]
+    x = (torch.randint(-2**20, 2**20, (t, h), generator=gen, dtype=torch.int32) if dequant
+         else torch.randn((t, h), generator=gen).to(torch.float16))
+    cos, sin = (torch.rand((t, d), generator=gen).to(torch.float16) for _ in range(2))
+    k_cache, v_cache = (torch.zeros((t, 4, nkv, d), dtype=torch.int8) for _ in range(2))
+    scale_k, scale_v = (torch.rand((nkv, d), generator=gen) * 0.1 + 0.01 for _ in range(2))
+    extra = {"weight_scale": torch.rand(h, generator=gen) * 1e-4} if dequant else {}
+    args = [a.to(device) for a in (x, cos, sin, k_cache, v_cache, torch.zeros(t, dtype=torch.int32), scale_k, scale_v)]
+    extra = {k: v.to(device) for k, v in extra.items()}
+    return lambda: dequant_rope_quant_kvcache(*args, [nq * d, nkv * d, nkv * d], **extra)
+
+
+KERNEL.tuning = Tuning(("T", "NQ", "NKV"), _rope_bucket, _tune_rope, _ROPE_SHAPES, work=_rope_work)

@@ -1,4 +1,4 @@
-"""Reference matmul_compress_dequant (specs/ops.md §2): decompress, int8 matmul, dequant."""
+"""Reference matmul_compress_dequant (docs/ops.md §2): decompress, int8 matmul, dequant."""
 from __future__ import annotations
 
 from typing import Optional

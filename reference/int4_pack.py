@@ -1,4 +1,4 @@
-"""Reference int4 packing and FRACTAL_NZ relayout (specs/ops.md §5)."""
+"""Reference int4 packing and FRACTAL_NZ relayout (docs/ops.md §5)."""
 from __future__ import annotations
 
 import math

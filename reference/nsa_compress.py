@@ -1,4 +1,4 @@
-"""Reference NSA compression (specs/ops.md §3): weighted pooling over sliding windows of packed sequences."""
+"""Reference NSA compression (docs/ops.md §3): weighted pooling over sliding windows of packed sequences."""
 from __future__ import annotations
 
 import torch

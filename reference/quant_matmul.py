@@ -1,8 +1,9 @@
-"""Reference quant_matmul and trans_quant_param (specs/ops.md §1), written for clarity.
+"""Reference quant_matmul and trans_quant_param (docs/ops.md §1), written for clarity.
 
 acc = x1 @ x2 in int32, then the dequant/requant epilogue in float32:
     int32 bias is added to acc before any scaling, float bias after scaling;
-    int8 output: t = clip(rint(v), -256, 255); out = sat8(t + clip(rint(offset), -256, 255)).
+    int8 output: t = clip(rint(v), -256, 255); out = sat8(t + clip(rint(offset), -256, 255)); a NaN v or
+    offset counts as 0 (the hardware's saturating float -> int conversion).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def _bits_float(bits: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_offset(offset: torch.Tensor) -> torch.Tensor:
-    """clip(rint(offset), -256, 255) as int64."""
-    return torch.clamp(torch.round(offset.to(torch.float32)), -256, 255).to(torch.int64)
+    """clip(rint(offset), -256, 255) as int64; NaN -> 0."""
+    return torch.clamp(torch.round(torch.nan_to_num(offset.to(torch.float32), nan=0.0)), -256, 255).to(torch.int64)
 
 
 def trans_quant_param(scale: torch.Tensor, offset: Optional[torch.Tensor] = None, round_mode: int = 0) -> torch.Tensor:
@@ -74,9 +75,36 @@ def unpack_operands(x1: torch.Tensor, x2: torch.Tensor) -> tuple:
     return a, unpack_int4(x2.t().contiguous()).t()
 
 
+def a8w4_group_sums(x1: torch.Tensor, x2: torch.Tensor, group_k: int) -> torch.Tensor:
+    """int32 (k/g, m, n): sum over k-group j of (x1 - 8) . W, with x1 int8 (m, k), x2 int32 (k, n/8) packed int4."""
+    w = unpack_int4(x2).to(torch.float64)
+    a = x1.to(torch.float64) - 8
+    (m, k), n = a.shape, w.shape[1]
+    # exact in float64: |sum| <= g * 136 * 8 << 2**53
+    return torch.bmm(a.reshape(m, k // group_k, group_k).transpose(0, 1),
+                     w.reshape(k // group_k, group_k, n)).to(torch.int32)
+
+
+def quant_matmul_a8w4(x1, x2, scale, offset, pertoken_scale, output_dtype, group_k: int) -> torch.Tensor:
+    """out[i, c] = (sum_j group_sum[j, i, c] * s[j, c] + offset[c]) * pertoken[i], the groups added in float32
+    in order j = 0, 1, ...; s = the 19-bit float of scale int64 (k/g, n)."""
+    s, _ = decode_quant_param(scale)
+    sums = a8w4_group_sums(x1, x2, group_k)
+    v = torch.zeros(sums.shape[1:], dtype=torch.float32, device=x1.device)
+    for j in range(sums.shape[0]):
+        v = v + sums[j].to(torch.float32) * s[j]
+    if offset is not None:
+        v = v + offset.to(torch.float32)
+    if pertoken_scale is not None:
+        v = v * pertoken_scale.to(torch.float32).reshape(-1, 1)
+    return v.to(output_dtype)
+
+
 def quant_matmul(x1, x2, scale, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
-                 x2_layout: str = "nd", x2_shape=None) -> torch.Tensor:
-    """Reference for atlas_kernels.quant_matmul (same arguments; no validation)."""
+                 x2_layout: str = "nd", x2_shape=None, group_k: int = 0) -> torch.Tensor:
+    """Reference for atlas_kernels.quant_matmul (same arguments, group_k = group_sizes[2]; no validation)."""
+    if group_k:
+        return quant_matmul_a8w4(x1, x2, scale, offset, pertoken_scale, output_dtype, group_k)
     output_dtype = output_dtype or torch.int8
     if x2_layout == "nz":
         k = x1.shape[-1]
@@ -104,7 +132,8 @@ def quant_matmul(x1, x2, scale, offset=None, pertoken_scale=None, bias=None, out
         v = v + bias.to(torch.float32)
     if output_dtype != torch.int8:
         return v.to(output_dtype)
-    t = torch.clamp(torch.round(v), -256, 255)
+    # NaN -> 0: the hardware's saturating float -> int conversion (Ascend Cast, PTX cvt) gives 0 for NaN
+    t = torch.clamp(torch.round(torch.nan_to_num(v, nan=0.0)), -256, 255)
     if offset is not None:
         t = t + quantize_offset(offset).to(torch.float32)
     elif embedded_offset is not None:

@@ -1,10 +1,10 @@
-"""Reference dequant -> RoPE -> quant -> KV-cache write (specs/ops.md §4), unfused, in plain torch.
+"""Reference dequant -> RoPE -> quant -> KV-cache write (docs/ops.md §4), unfused, in plain torch.
 
 Numerics (shared with the kernel so the cache bytes match exactly): everything
 in fp32 (the dequantised x is not rounded to fp16 first, unlike CANN with fp16
 cos); q/k/v outputs are rounded to cos's dtype at the end; k and v are
 quantised from their fp32 values as int8(clamp(round_half_even(val / scale +
-offset), -128, 127)).
+offset), -128, 127)), NaN -> 0.
 
 Cache safety (the kernel's masking): a token whose cache row is outside the
 cache writes nothing: page slots outside [0, C1*C2) (negative = padding),
@@ -40,11 +40,15 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 
 def quant(x: torch.Tensor, scale: torch.Tensor, offset: Optional[torch.Tensor]) -> torch.Tensor:
-    """int8(clamp(round_half_even(x / scale + offset), -128, 127)); scale/offset per channel [N, D]."""
+    """int8(clamp(round_half_even(x / scale + offset), -128, 127)), NaN -> 0; scale/offset per channel [N, D].
+
+    NaN -> 0 and +-Inf -> 127/-128 are what the hardware's saturating float -> int8 conversion gives (Ascend
+    C's Cast, PTX cvt.rni.sat.s8.f32); torch's own NaN -> int8 cast is undefined.
+    """
     y = x / scale
     if offset is not None:
         y = y + offset
-    return torch.clamp(y, -128, 127).round().to(torch.int8)
+    return torch.clamp(y.nan_to_num(0.0), -128, 127).round().to(torch.int8)
 
 
 def cache_rows(indices: torch.Tensor, batch: int, seq: int, c1: int, c2: int, cache_mode: str):

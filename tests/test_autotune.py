@@ -208,6 +208,33 @@ def test_launcher_uses_the_stored_config_for_its_shape_bucket(stores, monkeypatc
     assert (seen[1]["BLOCK_R"], seen[1]["BLOCK_P"]) == (64, 256)
 
 
+def test_gemm_launch_uses_the_stored_config_for_its_shape_bucket(stores, monkeypatch):
+    """quant_matmul's launcher passes its (m, k, n) bucket to pick_config: a bucketed entry reaches the launch."""
+    user, _ = stores
+    gemm, interp = KERNELS["quant_matmul.gemm"], get_target("interpreter")
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}
+    assert cfg in gemm.space(interp, gemm.variant("i8-nd-decode"))
+    assert cfg != gemm.default(interp, gemm.variant("i8-nd-decode"))
+    store.merge_into(user, "interpreter", [measured("quant_matmul.gemm", "i8-nd-decode", (16, 64, 64), cfg)])
+    seen = []
+    real = _backend.launch
+    monkeypatch.setattr(_backend, "launch", lambda name, k, grid, *a, **kw: (seen.append((name, kw)),
+                                                                            real(name, k, grid, *a, **kw))[1])
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.randint(-128, 128, (9, 64), dtype=torch.int8, generator=gen)
+    scale = torch.rand(96, generator=gen) + 0.5
+    for n in (64, 96):  # m=9 -> bucket 16, k=64; n=64 has the entry, n=96 none (derived default)
+        x2 = torch.randint(-128, 128, (64, n), dtype=torch.int8, generator=gen)
+        with kernel_ran("quant_matmul.gemm"):
+            ak.quant_matmul(x1, x2, scale[:n], output_dtype=torch.float16)
+    blocks = [(kw["BLOCK_M"], kw["BLOCK_N"], kw["BLOCK_K"]) for name, kw in seen if name == "quant_matmul.gemm"]
+    dflt = gemm.default(interp, gemm.variant("i8-nd-decode"))
+    assert blocks == [(16, 32, 32), (dflt["BLOCK_M"], dflt["BLOCK_N"], dflt["BLOCK_K"])]
+    assert pick_config("quant_matmul.gemm", interp, "i8-nd-decode", m=9, k=64, n=64) == cfg
+    with pytest.raises(TypeError):
+        gemm.tuning.key(m=9, k=64)
+
+
 def test_pow2_bucket():
     assert [pow2_bucket(n) for n in (0, 1, 2, 3, 4, 5, 4096, 4097)] == [1, 1, 2, 4, 4, 8, 4096, 8192]
 
@@ -305,7 +332,8 @@ def test_cli_tune_measures_writes_and_respects_the_budget(tmp_path, monkeypatch,
         assert e.config == {"BLOCK": 32} and e.provenance["median_ms"] == 0.5 and e.provenance["configs"] == 3
         assert e.provenance["triton"] == store.current_versions()["triton"] and e.provenance["date"].endswith("Z")
     assert cli(["tune", "--op", "test.fake", "--budget", "0", "--store", str(tmp_path / "b")]) == 0
-    assert "1 (kernel, variant, shape) groups not finished within --budget 0" in capsys.readouterr().out
+    assert "1 (kernel, variant, shape) groups with fewer than two configs timed within --budget 0" in \
+        capsys.readouterr().out
     assert not (tmp_path / "b" / "interpreter.json").exists()
 
 
@@ -416,9 +444,111 @@ def test_cli_dry_run_end_to_end_on_cpu(tmp_path):
                                                     ("int4_pack.unpack", "int32-nz", {"R": 20, "C": 64}),
                                                     ("int4_pack.nz_to_nd", "16bit", {"B": 2, "M": 20, "N": 40})])
 def test_int4_pack_harness_runs_every_config_with_identical_output(kernel, variant, shape):
+    from atlas_kernels.autotune.candidates import candidates
     spec = KERNELS[kernel]
+    target = get_target("Ascend910B2")
     with kernel_ran(kernel):
-        result = tune.measure(spec, spec.variant(variant), shape, torch.device("cpu"), get_target("Ascend910B2"),
-                              timer=lambda fn: 1.0)
-    assert result.complete and len(result.times) == len(spec.space(get_target("Ascend910B2"), spec.variant(variant)))
+        result = tune.measure(spec, spec.variant(variant), shape, torch.device("cpu"), target, timer=lambda fn: 1.0)
+    assert result.complete and len(result.times) == len(candidates(spec, target, spec.variant(variant), shape)) > 1
+    assert [note for _, _, note in result.times if note] == []
+
+
+# ---------------------------------------------------------------- candidate lists and harnesses of every kernel
+
+def test_every_kernel_has_a_harness_and_a_short_ranked_candidate_list():
+    from atlas_kernels.autotune.candidates import CANDIDATE_LIMIT, candidates
+    for name, spec in KERNELS.items():
+        if name.startswith(("test.", "tiny.")):
+            continue
+        assert spec.tuning is not None and spec.tuning.work is not None, f"{name} has no tuning harness / cost model"
+        groups = tune.tuned_groups(spec)
+        assert groups, f"{name}: no variant is tuned at its tuning shapes"
+        for target in ("Ascend910B2", "sm_90"):
+            t = get_target(target)
+            for variant, shape in groups:
+                cands = candidates(spec, t, variant, shape)
+                assert 1 <= len(cands) <= CANDIDATE_LIMIT and cands[0] == spec.default(t, variant)
+                space = spec.space(t, variant)
+                assert all(c in space for c in cands[1:]), f"{name}[{variant.label}] {target}: a candidate outside the space"
+
+
+def test_candidates_follow_the_cost_model_and_keep_unknown_keys_apart():
+    from atlas_kernels.autotune.candidates import Work, candidates, ranked
+    gemm = KERNELS["quant_matmul.gemm"]
+    decode, big = gemm.variant("i8-nd-decode"), gemm.variant("i8-nd")
+    tiny = ranked(gemm, SM90, decode, {"m": 16, "k": 64, "n": 64})
+    assert len(tiny) < len(gemm.space(SM90, decode)) / 10   # tiles past the problem collapse into one candidate
+    assert [s for s, _ in tiny] == sorted(s for s, _ in tiny)
+    large = candidates(gemm, SM90, big, {"m": 4096, "k": 4096, "n": 4096})
+    assert max(c["BLOCK_M"] * c["BLOCK_N"] for c in large[1:]) >= 128 * 128   # big problems rank big tiles first
+    assert all(c["BLOCK_M"] * c["BLOCK_N"] >= 64 * 64 for c in large[1:6])
+    # a key the model does not know (a future SPLIT_K) keeps configs apart instead of merging them
+    spec = KernelSpec("test.split", object(), [Variant("v", {})],
+                      space=lambda t, v: [{"BLOCK": 64, "SPLIT_K": s} for s in (1, 2, 4)],
+                      default=lambda t, v: {"BLOCK": 64, "SPLIT_K": 1},
+                      tuning=Tuning(("M",), lambda s: (), lambda *a: None, (),
+                                    work=lambda t, v, s, c: Work(tiles=1, bytes_per_tile=1.0, effective={"BLOCK": 64})))
+    assert len(ranked(spec, SM90, spec.variants[0], {"M": 1})) == 3
+
+
+def test_ascend_candidates_come_from_verdict_approved_configs():
+    from atlas_kernels.autotune import verdicts
+    from atlas_kernels.autotune.candidates import candidates
+    t = get_target("Ascend910B2")
+    gemm = KERNELS["quant_matmul.gemm"]
+    for label in ("i8-nd", "i4-n", "sparse"):
+        v = gemm.variant(label)
+        cands = candidates(gemm, t, v, {"m": 1024, "k": 4096, "n": 4096})
+        assert len(cands) > 1
+        assert all((verdicts.verdict(gemm.name, label, c, t) or {}).get("ok") for c in cands[1:])
+
+
+def test_dry_run_jobs_cover_the_shape_candidates_only():
+    gemm = KERNELS["quant_matmul.gemm"]
+    shape = tune.parse_shapes("m=16,k=64,n=64")
+    jobs = tune.dry_run_jobs([gemm], "sm_90", shape)
+    labels = {j.variant.label for j in jobs}
+    assert labels and all(lbl.endswith("-decode") for lbl in labels)  # m <= 16 launches take the decode configs
+    assert len(jobs) <= 10 * len(labels)
+    full = tune.dry_run_jobs([gemm], "sm_90", shape, full_space=True)
+    assert len(full) > 10 * len(jobs)
+
+
+def test_budget_holds_within_ten_percent(tmp_path, monkeypatch, capsys):
+    import time
+
+    import atlas_kernels.autotune.__main__ as main_module
+    _register_test_spec()
+
+    def timer(fn):
+        fn()
+        time.sleep(0.05)
+        return 1.0
+    monkeypatch.setattr(main_module, "timing_refusal", lambda device: None)
+    monkeypatch.setattr(tune, "do_bench_median", timer)
+    start = time.monotonic()
+    assert cli(["tune", "--op", "test.fake", "--shapes", "M=1|2|4|8|16|32|64|128", "--budget", "0.5",
+                "--store", str(tmp_path / "out")]) == 0
+    elapsed = time.monotonic() - start
+    assert elapsed <= 0.55, f"--budget 0.5 took {elapsed:.2f}s"
+    out = capsys.readouterr().out
+    assert "cut short by --budget" in out or "not written" in out   # 8 groups x 4 configs x 50 ms do not fit
+
+
+@pytest.mark.parametrize("kernel, variant, shape", [
+    ("quant_matmul.gemm", "i8-nd-decode", {"m": 5, "k": 64, "n": 64}),
+    ("quant_matmul.gemm", "sparse", {"m": 20, "k": 64, "n": 128}),
+    ("nsa_compress.fwd", "fp16-c16s2p2", {"T": 80, "N": 2, "D": 32}),
+    ("nsa_compress.bwd", "bf16-c16s2p2", {"T": 80, "N": 2, "D": 32}),
+    ("nsa_compress.dw_reduce", "fp16", {"T": 80, "N": 2, "D": 32}),
+    ("dequant_rope_quant_kvcache.fused", "int32-d64", {"T": 3, "NQ": 2, "NKV": 1}),
+])
+def test_new_harnesses_run_their_candidates_with_identical_output(kernel, variant, shape):
+    from atlas_kernels.autotune.candidates import candidates
+    spec = KERNELS[kernel]
+    v, target = spec.variant(variant), get_target("Ascend910B2")
+    assert spec.tuning.covers(v, shape)
+    with kernel_ran(kernel):
+        result = tune.measure(spec, v, shape, torch.device("cpu"), target, timer=lambda fn: 1.0)
+    assert result.complete and len(result.times) == len(candidates(spec, target, v, shape)) >= 2
     assert [note for _, _, note in result.times if note] == []

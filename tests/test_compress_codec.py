@@ -1,6 +1,6 @@
 """Tests for compress_codec (Atlas-310P lossless int8 weight compression).
 
-Spec: specs/compress_format.md.  The official vectors live in VECTOR_DIR.
+Spec: docs/compress_format.md.  The official vectors live in VECTOR_DIR.
 A slow scalar encoder written straight from the spec (section 4.6 read
 literally, bit strings and all) checks the vectorised encoder byte for byte,
 independently of the decoder.

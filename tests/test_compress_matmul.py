@@ -35,7 +35,7 @@ def fp32_bits(scale: torch.Tensor) -> torch.Tensor:
 
 
 def trans_quant_param(scale: torch.Tensor) -> torch.Tensor:
-    """torch_npu's encoding, written from specs/ops.md §1: bits & 0xFFFFE000 | 1 << 46."""
+    """torch_npu's encoding, written from docs/ops.md §1: bits & 0xFFFFE000 | 1 << 46."""
     return (scale.view(torch.int32).to(torch.int64) & 0xFFFFE000) | (1 << 46)
 
 
@@ -282,3 +282,59 @@ def _index_past_end():
 def test_errors(kw, exc, match):
     with pytest.raises(exc, match=match):
         _call(**kw())
+
+
+# ---------------------------------------------------------------- argument forms of torch_npu's binding
+_INFO_FORMS = {
+    "tuple": tuple, "numpy": np.array, "numpy-int32": lambda v: np.array(v, dtype=np.int32),
+    "numpy-ints": lambda v: [np.int64(i) for i in v], "tensor": torch.tensor,
+    "tensor-int32": lambda v: torch.tensor(v, dtype=torch.int32),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_INFO_FORMS))
+def test_compress_info_forms_match_the_list_form(form):
+    """compress_info (int[]) as a tuple, a numpy integer array, a list of numpy ints or an integer host tensor
+    gives the list form's result, through the kernel."""
+    g = _good()
+    args = (g["x1"], g["x2"], g["compress_index"], g["bias"], g["deq_scale"])
+    with kernel_ran(GEMM):
+        expected = ak.matmul_compress_dequant(*args, compress_info=g["compress_info"])
+    with kernel_ran(GEMM):
+        out = ak.matmul_compress_dequant(*args, compress_info=_INFO_FORMS[form](g["compress_info"]))
+    assert torch.equal(out, expected)
+    assert expected.abs().max() > 0, "degenerate output"
+
+
+@pytest.mark.parametrize("offset_x", [None, 0, np.int64(0), np.int32(0), torch.tensor(0)],
+                         ids=["none", "int", "np-int64", "np-int32", "tensor-0d"])
+def test_npu_spelling_offset_x_forms(offset_x):
+    """torch_npu's `int? offset_x`: None, or 0 as a Python or numpy integer or a 0-d integer tensor, positional
+    or keyword (x1, x2, compress_index, bias, scale, offset_w, offset_x)."""
+    g = _good()
+    args = (g["x1"], g["x2"], g["compress_index"], g["bias"], g["deq_scale"])
+    with kernel_ran(GEMM):
+        expected = ak.npu_matmul_compress_dequant(*args)
+    with kernel_ran(GEMM):
+        by_keyword = ak.npu_matmul_compress_dequant(*args, offset_x=offset_x)
+    with kernel_ran(GEMM):
+        by_position = ak.npu_matmul_compress_dequant(*args, None, offset_x)
+    assert torch.equal(by_keyword, expected) and torch.equal(by_position, expected)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: _call(compress_info=np.array([8.0, 8, 256, 128, 1])), TypeError, "compress_info must be a list of 5"),
+    (lambda: _call(compress_info=[8, 8, 256, 128, True]), TypeError, "compress_info must be a list of 5"),
+    (lambda: _call(compress_info=torch.tensor([8.0, 8, 256, 128, 1])), TypeError, "compress_info must be a list"),
+    (lambda: _call(offset_x=0.0), TypeError, "offset_x must be an int"),
+    (lambda: _call(offset_x=np.int64(2)), ValueError, "offset_x must be 0"),
+    (lambda: ak.npu_matmul_compress_dequant(*list(_good().values())[:5], offset_x=torch.tensor([0])), TypeError,
+     "offset_x must be an int"),
+    (lambda: ak.npu_matmul_compress_dequant(*list(_good().values())[:5], offset_x=False), TypeError,
+     "offset_x must be an int"),
+    (lambda: ak.npu_matmul_compress_dequant(*list(_good().values())[:5], offset_x=torch.tensor(3)), ValueError,
+     "offset_x must be 0"),
+])
+def test_argument_form_errors_name_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

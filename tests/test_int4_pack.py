@@ -1,4 +1,5 @@
 """int4 packing and NZ relayout: bit-exact against the reference, round trips, errors, torch.compile."""
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -184,3 +185,25 @@ def test_tiles_too_large_for_int32_offsets_are_refused():
     int4_pack._check_tile_offsets("op", "weight", 2**31 - 1)
     with pytest.raises(ValueError, match="weight is too large for 32-bit offsets"):
         int4_pack._check_tile_offsets("op", "weight", 16, 2**31)
+
+
+@pytest.mark.parametrize("inner_k_tiles", [0, 8, np.int64(2), np.int32(4), torch.tensor(2)],
+                         ids=["int0", "int8", "np-int64", "np-int32", "tensor-0d"])
+def test_npu_spelling_inner_k_tiles_forms(inner_k_tiles):
+    """torch_npu's `int inner_k_tiles=0` (reserved, ignored): a Python or numpy integer or a 0-d integer tensor,
+    positional or keyword; the result is the default call's, through the kernel."""
+    w = int4_weight(32, 64)
+    with kernel_ran("int4_pack.pack"):
+        expected = ak.npu_convert_weight_to_int4pack(w)
+    with kernel_ran("int4_pack.pack"):
+        by_keyword = ak.npu_convert_weight_to_int4pack(w, inner_k_tiles=inner_k_tiles)
+    with kernel_ran("int4_pack.pack"):
+        by_position = ak.npu_convert_weight_to_int4pack(w, inner_k_tiles)
+    assert torch.equal(by_keyword, expected) and torch.equal(by_position, expected)
+    assert_close(expected, ref.pack_int4(w))
+
+
+@pytest.mark.parametrize("bad", [2.0, True, "2", torch.tensor([2]), torch.tensor(2.0), None])
+def test_npu_spelling_inner_k_tiles_must_be_an_int(bad):
+    with pytest.raises(TypeError, match="inner_k_tiles must be an int"):
+        ak.npu_convert_weight_to_int4pack(int4_weight(4, 8), inner_k_tiles=bad)

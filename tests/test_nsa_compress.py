@@ -1,6 +1,8 @@
 """nsa_compress: forward and both gradients against the reference, determinism, lifted limits, errors, compile, meter."""
+import numpy as np
 import pytest
 import torch
+import torch._dynamo.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +173,46 @@ def test_torch_compile_fullgraph_forward_and_backward():
     assert_close(wk.grad.float(), wr.grad, dtype=torch.bfloat16)  # fp16 output rounding of a long sum
 
 
+def test_argument_forms_of_torch_npus_binding():
+    """int[] as a list, tuple, numpy integer array or host tensor; int as a Python or numpy integer."""
+    x, w = make(RAGGED, 2, 16, 32, torch.float16)
+    expected = ref.nsa_compress(x, w, 32, 16, RAGGED)
+    # list, tuple and int64 tensor: test_npu_spellings, test_matches_reference_ragged
+    for lengths in (np.array(RAGGED, dtype=np.int32), [np.int64(v) for v in RAGGED],
+                    torch.tensor(RAGGED, dtype=torch.int32)):
+        with kernel_ran(FWD):
+            out = ak.npu_nsa_compress(x, w, np.int64(32), np.int32(16), actual_seq_len=lengths)
+        assert_close(out, expected, msg=type(lengths).__name__)
+    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2)).to(torch.float16)
+    ex, ew = ref.nsa_compress_grad(g, x, w, 32, 16, RAGGED)
+    with kernel_ran(BWD, RED):
+        dx, dw = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=np.array(RAGGED))
+    assert_close(dx, ex)
+    assert_close(dw, ew)
+
+
+def test_lengths_tensor_compiles_once_for_every_length_list():
+    """A lengths tensor is read when the op runs: three different length lists, forward and backward, one
+    compile (a list is a graph constant: each new list recompiles)."""
+    counter = torch._dynamo.testing.CompileCounter()
+
+    def f(a, b, lengths):
+        return ak.nsa_compress(a, b, 32, 16, actual_seq_len=lengths).float().square().sum()
+
+    compiled = torch.compile(f, backend=counter, fullgraph=True)
+    torch._dynamo.reset()
+    for asl in (RAGGED, [0, 64, 64, 100, 200, 300], [17, 90, 91, 250, 260, 300]):  # same T and count: same shapes
+        x, w = make(asl, 2, 16, 32, torch.float16, seed=asl[1])
+        xk, wk = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with kernel_ran(FWD, BWD, RED):
+            compiled(xk, wk, torch.tensor(asl)).backward()
+        xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
+        ref.nsa_compress(xr, wr, 32, 16, asl).square().sum().backward()
+        assert_close(xk.grad.float(), xr.grad, dtype=torch.float16)
+        assert_close(wk.grad.float(), wr.grad, dtype=torch.bfloat16)
+    assert counter.frame_count == 1, counter.frame_count
+
+
 X = torch.zeros(64, 2, 16, dtype=torch.float16)
 W = torch.zeros(32, 2, dtype=torch.float16)
 
@@ -186,7 +228,9 @@ W = torch.zeros(32, 2, dtype=torch.float16)
     (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[]), ValueError, "must not be empty"),
     (lambda: ak.npu_nsa_compress(X, W, 32, 16), ValueError, "actual_seq_len is required"),
     (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[64.0]), TypeError, "list or tuple of ints"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([64], device="meta")), TypeError, "host data"),
+    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([64], device="meta")), TypeError, "meta tensor"),
+    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=np.array([64.0])), TypeError, "1-D integer array"),
+    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([[64]])), TypeError, "1-D integer tensor"),
     (lambda: ak.nsa_compress(X, W.bfloat16(), 32, 16, actual_seq_len=[64]), TypeError, "weight must have the dtype of input"),
     (lambda: ak.nsa_compress(X.float(), W.float(), 32, 16, actual_seq_len=[64]), TypeError, "input must have dtype float16, bfloat16"),
     (lambda: ak.nsa_compress(X[0], W, 32, 16, actual_seq_len=[2]), ValueError, "input must have 3 dims"),
@@ -216,3 +260,42 @@ def test_meter_forward_reads_input_once_and_backward_near_minimum():
         dx, dw = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=asl)
     floor = minimum_bytes((g, x, w), (dx, dw))
     assert m.total <= 1.5 * floor, (m.total, floor)
+
+
+_LEN_FORMS = {
+    "tuple": tuple, "numpy-int64": np.array, "numpy-int32": lambda v: np.array(v, dtype=np.int32),
+    "numpy-ints": lambda v: [np.int64(i) for i in v], "tensor-int64": torch.tensor,
+    "tensor-int32": lambda v: torch.tensor(v, dtype=torch.int32),
+}
+_INT_FORMS = {"int": int, "numpy-int64": np.int64, "numpy-int32": np.int32, "tensor-0d": torch.tensor}
+
+
+@pytest.mark.parametrize("lengths, ints", [(form, sorted(_INT_FORMS)[i % len(_INT_FORMS)])
+                                           for i, form in enumerate(sorted(_LEN_FORMS))])  # each form once
+def test_every_argument_form_matches_the_list_form(lengths, ints):
+    """actual_seq_len (int[]) and compress_block_size / compress_stride (int) in each form torch_npu's binding
+    takes give the plain list-and-int call's forward and backward, through the kernels."""
+    x, w = make(RAGGED, 2, 16, 32, torch.float16)
+    with kernel_ran(FWD):
+        expected = ak.npu_nsa_compress(x, w, 32, 16, actual_seq_len=list(RAGGED))
+    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(3)).to(torch.float16)
+    with kernel_ran(BWD, RED):
+        ex, ew = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=list(RAGGED))
+    asl, block, stride = _LEN_FORMS[lengths](list(RAGGED)), _INT_FORMS[ints](32), _INT_FORMS[ints](16)
+    with kernel_ran(FWD):
+        out = ak.npu_nsa_compress(x, w, block, stride, actual_seq_len=asl)
+    with kernel_ran(BWD, RED):
+        dx, dw = ak.npu_nsa_compress_grad(g, x, w, block, stride, actual_seq_len=asl)
+    assert torch.equal(out, expected) and torch.equal(dx, ex) and torch.equal(dw, ew)
+
+
+@pytest.mark.parametrize("block, stride, match", [
+    (torch.tensor([32]), 16, "compress_block_size must be an int"), (32, torch.tensor(16.0), "compress_stride"),
+    (True, 16, "compress_block_size must be an int"), (32, np.float32(16), "compress_stride must be an int"),
+])
+def test_int_argument_forms_reject_the_rest(block, stride, match):
+    with pytest.raises(TypeError, match=match):
+        ak.npu_nsa_compress(X, W, block, stride, actual_seq_len=[64])
+    with pytest.raises(TypeError, match=match):
+        ak.npu_nsa_compress_grad(torch.zeros(3, 2, 16, dtype=torch.float16), X, W, block, stride,
+                                 actual_seq_len=[64])

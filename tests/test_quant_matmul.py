@@ -1,5 +1,8 @@
 """quant_matmul: the fused kernel against the reference for every dtype row, layout and broadcast; errors; meter."""
 
+import contextlib
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -336,7 +339,8 @@ def _bad(**over):
     (_bad(pertoken_scale=torch.ones(4), output_dtype=I8), ValueError, "pertoken_scale is not supported with int8"),
     (_bad(pertoken_scale=torch.ones(4, dtype=F16)), TypeError, "pertoken_scale must have dtype float32"),
     (_bad(x1=torch.zeros(4, 32, dtype=torch.uint8)), TypeError, "x1 must have dtype int8, int32"),
-    (_bad(x2=torch.zeros(32, 8, dtype=I32)), TypeError, "x2 must have the dtype of x1"),
+    (_bad(x1=torch.zeros(4, 4, dtype=I32), x2=int8(32, 8)), TypeError, "x2 must have the dtype of x1"),
+    (_bad(x2=torch.zeros(32, 8, dtype=I32)), ValueError, r"needs group_sizes=\[0, 0, g\]"),
     (_bad(output_dtype=torch.float32), TypeError, "output_dtype must be"),
     (_bad(scale=torch.ones(8, dtype=BF16)), TypeError, "scale must have dtype int64, float32 for int8 inputs with float16"),
     (_bad(scale=torch.ones(8, dtype=F16)), TypeError, "scale must have dtype"),
@@ -368,6 +372,143 @@ def test_bad_input_names_the_argument(call, exc, match):
         call()
 
 
+# ---------------------------------------------------------------- A8W4: int8 x1, int4 x2, per-group int64 scales
+def a8w4_args(m, k, n, g, seed=0, dyadic=False):
+    """torch_npu's A8W4 inputs: x1 int8 (m, k), x2 = int4pack of int4 (k, n), scale = trans_quant_param of the
+    float32 (k/g, n) group scales, offset (n,), pertoken (m, 1). dyadic: powers of two, so every float is exact."""
+    gn = gen(seed)
+    x1 = torch.randint(-128, 128, (m, k), dtype=I8, generator=gn)
+    x2 = ref_pack.pack_int4(torch.randint(-8, 8, (k, n), dtype=I32, generator=gn))  # = npu_convert_weight_to_int4pack
+    if dyadic:
+        s = 2.0 ** -torch.randint(8, 14, (k // g, n), generator=gn).float()
+        offset = torch.randint(-64, 64, (n,), generator=gn).float() / 4
+        pertoken = 2.0 ** -torch.randint(0, 3, (m, 1), generator=gn).float()
+    else:
+        s = torch.rand(k // g, n, generator=gn) * 1e-3 + 1e-5
+        offset = torch.randn(n, generator=gn)
+        pertoken = torch.rand(m, 1, generator=gn) + 0.5
+    scale = ak.npu_trans_quant_param(s.flatten()).reshape(k // g, n)
+    return x1, x2, scale, offset, pertoken
+
+
+def a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g):
+    return ref.quant_matmul(x1, x2, scale, offset, pertoken, None, out_dtype, group_k=g)
+
+
+@pytest.mark.parametrize("out_dtype", [F16, BF16])
+def test_a8w4_torch_npu_call_decode(out_dtype):
+    """The issue's call at m = 1, k = 8192, n = 1024, g = 256; each packed weight byte is read once."""
+    from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
+    m, k, n, g = 1, 8192, 1024, 256
+    x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=3)
+    with TrafficMeter() as meter, kernel_ran(KERNEL):
+        out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None,
+                                  output_dtype=out_dtype, group_sizes=[0, 0, g])
+    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g))
+    assert out.abs().max() > 1, "degenerate output"
+    floor = minimum_bytes([x1, x2, scale, offset, pertoken], out)
+    assert meter.loaded >= k * n // 2, "the weight must be read"
+    assert meter.total <= 1.10 * floor, (meter.total, floor)
+
+
+@pytest.mark.parametrize("m, k, n, g, cfg", [
+    (5, 192, 40, 64, None),                                                          # n inside one tile
+    (20, 256, 136, 128, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 2}),  # several tiles, 2 steps/group
+    (17, 768, 96, 256, {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 512, "GROUP_M": 8}),  # BLOCK_K cut down to g
+])
+def test_a8w4_group_sums_exact_on_dyadic_inputs(m, k, n, g, cfg):
+    """Power-of-two scales: the float result is exact, so kernel and reference agree bit for bit (which needs
+    every group's int32 sum, the -8 term and the scale row of each group right)."""
+    x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=m, dyadic=True)
+    for out_dtype in (F16, BF16):
+        with override_config(KERNEL, cfg) if cfg else contextlib.nullcontext(), kernel_ran(KERNEL):
+            out = ak.quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, output_dtype=out_dtype,
+                                  group_sizes=[0, 0, g])
+        assert torch.equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g)), (out_dtype, cfg)
+    # the int32 group sums themselves, through a unit scale per group and 1 offset
+    one = ak.trans_quant_param(torch.ones(k // g * n)).reshape(k // g, n)
+    with kernel_ran(KERNEL):
+        got = ak.quant_matmul(x1, x2, one, output_dtype=BF16, group_sizes=(0, 0, g)).float()
+    sums = ref.a8w4_group_sums(x1, x2, g).sum(0).float().to(BF16).float()
+    assert torch.equal(got, sums)
+
+
+def test_a8w4_without_offset_and_pertoken_random_scales():
+    x1, x2, scale, _, _ = a8w4_args(9, 256, 48, 128, seed=5)
+    with kernel_ran(KERNEL):
+        out = ak.quant_matmul(x1, x2, scale, output_dtype=F16, group_sizes=[0, 0, 128])
+    assert_close(out, a8w4_expected(x1, x2, scale, None, None, F16, 128))
+
+
+@pytest.mark.parametrize("form", ["list", "tuple", "numpy", "tensor", "numpy-ints"])
+def test_a8w4_group_sizes_and_pertoken_forms(form):
+    """torch_npu's int[] takes a list, a tuple, a numpy integer array or an integer host tensor; pertoken_scale
+    (m, 1) and (m,) give the same result."""
+    m, k, n, g = 3, 128, 32, 64
+    x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=7)
+    sizes = {"list": [0, 0, g], "tuple": (0, 0, g), "numpy": np.array([0, 0, g]),
+             "tensor": torch.tensor([0, 0, g]), "numpy-ints": [np.int64(0), np.int32(0), np.int64(g)]}[form]
+    expected = a8w4_expected(x1, x2, scale, offset, pertoken, F16, g)
+    for pt in (pertoken, pertoken.reshape(m)):
+        with kernel_ran(KERNEL):
+            out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pt, output_dtype=F16,
+                                      group_sizes=sizes)
+        assert_close(out, expected)
+
+
+def test_a8w4_under_torch_compile():
+    x1, x2, scale, offset, pertoken = a8w4_args(4, 128, 32, 64, seed=8)
+    f = torch.compile(lambda *a: ak.npu_quant_matmul(*a[:3], offset=a[3], pertoken_scale=a[4], output_dtype=BF16,
+                                                     group_sizes=[0, 0, 64]), fullgraph=True, backend="aot_eager")
+    with kernel_ran(KERNEL):
+        out = f(x1, x2, scale, offset, pertoken)
+    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, BF16, 64))
+
+
+def _a8w4_bad(g=64, **over):
+    x1, x2, scale, offset, pertoken = a8w4_args(4, 128, 32, 64)
+    args = {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken, "output_dtype": F16,
+            "group_sizes": [0, 0, g]}
+    args.update(over)
+    return lambda: ak.npu_quant_matmul(args.pop("x1"), args.pop("x2"), args.pop("scale"), **args)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (_a8w4_bad(g=96), ValueError, "multiple of 64"),
+    (_a8w4_bad(g=256), ValueError, "divide k = 128"),
+    (_a8w4_bad(group_sizes=None), ValueError, "needs group_sizes"),
+    (_a8w4_bad(group_sizes=[0, 0]), ValueError, r"group_sizes must be \[0, 0, g\]"),
+    (_a8w4_bad(group_sizes=[0, 4, 64]), ValueError, r"group_sizes must be \[0, 0, g\]"),
+    (_a8w4_bad(group_sizes=[0, 0, 64.0]), TypeError, "group_sizes"),
+    (_a8w4_bad(group_sizes=np.array([0.0, 0.0, 64.0])), TypeError, "group_sizes"),
+    (_a8w4_bad(scale=torch.ones(2, 32, dtype=I64)[:1]), ValueError, r"scale must have shape \(k/g, n\) = \(2, 32\)"),
+    (_a8w4_bad(scale=torch.ones(2, 32)), TypeError, "scale must have dtype int64"),
+    (_a8w4_bad(output_dtype=I8), TypeError, "output_dtype must be float16 or bfloat16"),
+    (_a8w4_bad(bias=torch.zeros(32, dtype=I32)), ValueError, "bias must be None"),
+    (_a8w4_bad(offset=torch.zeros(31)), ValueError, r"offset must have shape \(32,\)"),
+    (_a8w4_bad(pertoken_scale=torch.ones(5, 1)), ValueError, "pertoken_scale"),
+    (_a8w4_bad(x2=torch.zeros(64, 4, dtype=I32)), ValueError, "K mismatch"),
+    (_a8w4_bad(x1=int8(4, 128), x2=int8(128, 32)), ValueError, "group_sizes .* only for int8 x1 with int4"),
+    (_a8w4_bad(x1_dtype=torch.float8_e4m3fn), NotImplementedError, "x1_dtype"),
+    (_a8w4_bad(x2_dtype=torch.float8_e4m3fn), NotImplementedError, "x2_dtype"),
+    (_a8w4_bad(scale_dtype=torch.float8_e8m0fnu), NotImplementedError, "scale_dtype"),
+    (_a8w4_bad(pertoken_scale_dtype=torch.float8_e8m0fnu), NotImplementedError, "pertoken_scale_dtype"),
+    (_a8w4_bad(y_scale=torch.ones(1, dtype=I64)), NotImplementedError, "y_scale"),
+])
+def test_a8w4_bad_input_names_the_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_npu_quant_matmul_takes_every_keyword_of_torch_npu():
+    x1, x2, scale, offset, pertoken = a8w4_args(2, 64, 16, 64)
+    with kernel_ran(KERNEL):
+        out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None, output_dtype=F16,
+                                  x1_dtype=I8, x2_dtype=I32, pertoken_scale_dtype=F32, scale_dtype=I64,
+                                  group_sizes=[0, 0, 64], y_scale=None)
+    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, F16, 64))
+
+
 def test_config_spaces_respect_the_hardware():
     from atlas_kernels.autotune import ASCEND_TARGETS, KERNELS, get_target
     spec = KERNELS[KERNEL]
@@ -395,3 +536,46 @@ def test_config_spaces_respect_the_hardware():
         if v.label.startswith("i4-n"):  # wgmma tiles; an unpacked int4 B operand failed at BLOCK_N = 32
             assert spec.default(sm90, v)["BLOCK_M"] >= 64, v.label
             assert all(c["BLOCK_N"] >= 64 for c in spec.space(sm90, v) if c["BLOCK_M"] >= 64), v.label
+
+
+# ---------------------------------------------------------------- argument forms of torch_npu's binding
+@pytest.mark.parametrize("round_mode", [np.int64(1), np.int32(1), torch.tensor(1), None],
+                         ids=["np-int64", "np-int32", "tensor-0d", "none"])
+def test_npu_trans_quant_param_round_mode_forms(round_mode):
+    """round_mode (torch_npu's int?): a Python or numpy integer or a 0-d integer tensor, positional or keyword;
+    None is 0. trans_quant_param runs on the host (no kernel): the param it makes drives the GEMM kernel to the
+    Python-int call's result."""
+    scale = torch.rand(32, generator=gen(4)) * 2e-3 + 1e-4
+    plain = ak.npu_trans_quant_param(scale, None, 0 if round_mode is None else 1)
+    for got in (ak.npu_trans_quant_param(scale, None, round_mode), ak.npu_trans_quant_param(scale, round_mode=round_mode)):
+        assert torch.equal(got, plain)
+    x1, x2 = int8(4, 64), int8(64, 32, seed=2)
+    with kernel_ran(KERNEL):
+        out = ak.npu_quant_matmul(x1, x2, ak.npu_trans_quant_param(scale, None, round_mode), output_dtype=F16)
+    with kernel_ran(KERNEL):
+        assert torch.equal(out, ak.npu_quant_matmul(x1, x2, plain, output_dtype=F16))
+
+
+@pytest.mark.parametrize("bad, exc", [(1.0, TypeError), (True, TypeError), (torch.tensor([1]), TypeError),
+                                      (torch.tensor(1.0), TypeError), (np.int64(2), ValueError)])
+def test_npu_trans_quant_param_round_mode_errors(bad, exc):
+    with pytest.raises(exc, match="round_mode"):
+        ak.npu_trans_quant_param(torch.ones(4), round_mode=bad)
+
+
+def test_npu_quant_matmul_pertoken_column_form_on_the_int8_rows():
+    """pertoken_scale (m, 1) gives the (m,) result on the int8 x int8 rows too (bf16 and fp16 output)."""
+    m, k, n = 6, 64, 32
+    x1, x2 = int8(m, k), int8(k, n, seed=2)
+    scale, kw = make_args(m, n, F32, I32, pertoken=True)
+    for out_dtype in (BF16, F16):
+        with kernel_ran(KERNEL):
+            flat = ak.npu_quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
+        with kernel_ran(KERNEL):
+            col = ak.npu_quant_matmul(x1, x2, scale, output_dtype=out_dtype,
+                                      **{**kw, "pertoken_scale": kw["pertoken_scale"].reshape(m, 1)})
+        assert torch.equal(col, flat), out_dtype
+    with pytest.raises(ValueError, match="pertoken_scale"):
+        ak.npu_quant_matmul(x1, x2, scale, output_dtype=BF16, pertoken_scale=torch.ones(m, 2))
+    with pytest.raises(TypeError, match="positional"):
+        ak.npu_quant_matmul(x1, x2, scale, None, None, None, BF16)  # keyword-only after scale, as in torch_npu

@@ -4,12 +4,19 @@ Columns beyond the harness's: cann_ratio (msModelSlim's x2 bytes / dense int8 W)
 transcoded layout / dense W: what device memory holds and the GEMM reads), and the dense int8 GEMM
 (quant_matmul on the decompressed weight, same m) for comparison: on CPU dense_MB / moved_vs_dense from
 the traffic meter, on a device dense_quant_matmul_ms. min_bytes counts the transcoded layout as the input.
+Decode cases of real models' layers at 50% (quant_matmul's DECODE_LAYERS, m = 1, 4, 16) are in the modelled
+table; only Llama-3-8B's run (encoding a larger layer on the host takes many minutes).
 """
 import functools
+import importlib.util
+import pathlib
 
 import torch
 
 import atlas_kernels as ak
+from atlas_kernels._split_k import gemm_schedule
+from atlas_kernels.autotune import pick_config
+from atlas_kernels.compress_matmul import CHUNK, GEMM
 from atlas_kernels.reference import compress_matmul as ref
 from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
 from harness import BenchCase
@@ -73,8 +80,38 @@ def _extra(x, out, row):
     return extra
 
 
+def _schedule(m, n, k, sparsity):
+    """The GEMM launch on a target without running it, on the transcoded layout of a weight with that fraction of
+    zeros: mask bits, int32 offsets per CHUNK columns, the nonzeros; fp32 scale and int32 bias per column."""
+    def schedule(target):
+        config = pick_config(GEMM.name, target, "sparse-decode" if m <= 16 else "sparse")
+        chunks = -(-n // CHUNK)
+        layout = k * chunks * (CHUNK // 8 + 4) + round((1 - sparsity) * k * n)
+        return {"config": config, **gemm_schedule(m, n, k, 1, config, target.programs(True), 1, layout, 2, 8,
+                                                  splittable=m <= 16)}
+    return schedule
+
+
+def _decode_layers() -> dict:
+    path = pathlib.Path(__file__).with_name("quant_matmul.py")
+    spec = importlib.util.spec_from_file_location("bench_cases_quant_matmul_layers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DECODE_LAYERS, module.DECODE_MS
+
+
 def cases():
     out = []
+    layers, decode_ms = _decode_layers()
+    for model, named in layers.items():
+        for name, (k, n) in named.items():
+            for m in decode_ms:
+                out.append(BenchCase(
+                    op="matmul_compress_dequant", shape=f"{model} {name} m{m} W{n}x{k} sparsity50%",
+                    setup=_setup(m, n, k, 0.5), run=_run, reference=_reference, min_bytes=_min_bytes,
+                    flops=lambda x: 2 * x["x1"].shape[0] * x["w"].numel(),
+                    baselines={"dense_quant_matmul": _dense}, extra=_extra, schedule=_schedule(m, n, k, 0.5),
+                    modelled_only=model != "Llama-3-8B"))
     for n, k in WEIGHTS:
         for sparsity in SPARSITY:
             for m in M:
@@ -82,6 +119,6 @@ def cases():
                     op="matmul_compress_dequant", shape=f"m{m} W{n}x{k} sparsity{sparsity:.0%}",
                     setup=_setup(m, n, k, sparsity), run=_run, reference=_reference, min_bytes=_min_bytes,
                     flops=lambda x: 2 * x["x1"].shape[0] * x["w"].numel(),
-                    baselines={"dense_quant_matmul": _dense}, extra=_extra,
+                    baselines={"dense_quant_matmul": _dense}, extra=_extra, schedule=_schedule(m, n, k, sparsity),
                     quick=(n, k, sparsity, m) == (4096, 4096, 0.5, 16)))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import random
 
@@ -108,13 +109,14 @@ def _run_index(i: int) -> tuple:
     return r.ok, r.detail, r.stats
 
 
-def run_checks(jobs: list, check: str, workers: int, on_result=None) -> list:
+def run_checks(jobs: list, check: str, workers: int, on_result=None, quick: bool = False) -> list:
     """[(ok, detail, stats)] per job: the "ascend" lowering or the "cuda" compile check, in forked workers.
 
     A failed job runs once more: triton-ascend's adapter occasionally crashes on a
     config that lowers fine when run again. A job that passes on the retry is ok,
     with RETRY_NOTE and the first failure in its detail. on_result(job) is called
-    as each first attempt finishes (progress bars).
+    as each first attempt finishes (progress bars). quick: the tuner's dry run (CUDA: the launch-like
+    compile only; Ascend: a stored verdict whose Linalg hash matches stands for bishengir), see each run().
     """
     global _RUN
     if check == "ascend":
@@ -122,7 +124,7 @@ def run_checks(jobs: list, check: str, workers: int, on_result=None) -> list:
     else:
         from .cuda import run
     _TODO[:] = jobs
-    _RUN = run
+    _RUN = functools.partial(run, quick=True) if quick else run
     results = []
     try:
         ctx = multiprocessing.get_context("fork")
@@ -131,7 +133,9 @@ def run_checks(jobs: list, check: str, workers: int, on_result=None) -> list:
                 results.append(r)
                 if on_result:
                     on_result(job)
-            failed = [i for i, r in enumerate(results) if not r[0]]
+            # a stored verdict reused, or one found stale, is no adapter crash: no retry
+            failed = [i for i, r in enumerate(results) if not r[0] and r[2].get("how") != "verdict reused"
+                      and not r[1].startswith("stale verdict")]
             for i, again in zip(failed, pool.map(_run_index, failed, chunksize=1)):
                 if again[0]:
                     results[i] = (True, RETRY_NOTE + results[i][1], again[2])

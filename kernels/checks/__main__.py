@@ -22,7 +22,8 @@ def _reexec_without_interpreter() -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m atlas_kernels.checks", description=__doc__)
-    parser.add_argument("check", choices=["ascend", "cuda"])
+    parser.add_argument("check", choices=["ascend", "cuda", "ascend-run"],
+                        help="ascend-run: run the vector kernels' bishengir output on this CPU (checks/ascend_run.py)")
     parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
     parser.add_argument("--kernels", default="", help="only kernels whose name starts with this")
     parser.add_argument("--full", action="store_true", help="every config of every space, not a sample")
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     args = parser.parse_args(argv)
     _reexec_without_interpreter()
+    if args.check == "ascend-run":
+        from .ascend_run import cli
+        return cli(args)
 
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from atlas_kernels import _backend
@@ -82,8 +86,8 @@ def main(argv=None) -> int:
             print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
             return 1
         if overflow.ok or "ub overflow" not in overflow.detail:
-            print(f"SELF-TEST FAILED: a 65536-element fp32 add compiled or failed otherwise ({overflow.detail or 'ok'});"
-                  " this check cannot catch UB overflows")
+            print("SELF-TEST FAILED: a 65536-element fp32 add compiled or failed otherwise "
+                  f"({overflow.detail or 'ok'}); this check cannot catch UB overflows")
             return 1
         if not fits.ok:
             print(f"SELF-TEST FAILED: a 1024-element fp32 add did not compile: {fits.detail}")
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
 def format_stats(stats: dict) -> str:
     """One job's stats for the table: planned on-chip bytes against the UB, or the cuda check's counters
     as conservative/launch-like pairs."""
-    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size") and not k.startswith("launch_")}
+    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size", "how") and not k.startswith("launch_")}
     # cuda: conservative/launch-like pairs
     text = " ".join(f"{k}={v}/{stats['launch_' + k]}" if "launch_" + k in stats else f"{k}={v}"
                     for k, v in shown.items() if k not in ("local", "shared"))

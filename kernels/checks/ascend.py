@@ -177,13 +177,29 @@ def _first_error(e: Exception) -> str:
     return f"{type(e).__name__}: {first}"[:300]
 
 
-def run(job: Job) -> Result:
+VERDICT_REUSED = "verdict reused"
+
+
+def run(job: Job, quick: bool = False) -> Result:
+    """Lower ``job`` to Linalg and run bishengir-compile on it.
+
+    quick (the tuner's dry run): a stored verdict (autotune/verdicts.py) whose Linalg hash matches this
+    lowering stands for bishengir's answer (it was made from this very Linalg); bishengir runs only where
+    the verdict is missing or stale. stats["how"] says which happened."""
     try:
         linalg = lower(job)
     except Exception as e:  # noqa: BLE001 - report any lowering failure
-        return Result(job, False, "Linalg lowering: " + _first_error(e))
+        return Result(job, False, "Linalg lowering: " + _first_error(e), {"how": "lowered"})
+    digest = verdicts.linalg_hash(linalg)
+    if quick:
+        stored = verdicts.verdict(job.spec.name, job.variant.label, job.config, job.target)
+        if stored is not None and stored.get("linalg") == digest:
+            stats = {k: v for k, v in stored.items() if k != "ok"}
+            stats.update({"ub_size": job.target.ub_bytes, "how": VERDICT_REUSED})
+            detail = "" if stored.get("ok") else "stored bishengir verdict: fails"
+            return Result(job, bool(stored.get("ok")), detail, stats)
     ok, detail, stats = compile_linalg(linalg, job.target.name)
-    stats = {**stats, "ub_size": job.target.ub_bytes, "linalg": verdicts.linalg_hash(linalg)}
+    stats = {**stats, "ub_size": job.target.ub_bytes, "linalg": digest, "how": "compiled (bishengir)"}
     if ok and stats.get("ub", 0) > job.target.ub_bytes:  # PlanMemory never does this; say so if it ever does
         return Result(job, False, f"planned UB {stats['ub']} bytes exceeds the target's {job.target.ub_bytes}", stats)
     stored = verdicts.verdict(job.spec.name, job.variant.label, job.config, job.target) if CHECK_STALE else None

@@ -30,7 +30,7 @@ LAUNCH = "launch_"  # prefix of the launch-like compile's stats
 
 # Jobs whose sm_90 compile must contain wgmma, as the README claims: (why, predicate on a shipped job).
 WGMMA_REQUIRED = [
-    ("README quant_matmul: all 16 dense shipped variants use wgmma on sm_90",
+    ("README quant_matmul: all 18 dense shipped variants use wgmma on sm_90",
      lambda job: job.spec.name == "quant_matmul.gemm" and not job.variant.label.startswith("sparse")),
 ]
 
@@ -82,7 +82,8 @@ def compile_job(job: Job, arch: int, launch_like: bool = False):
     _, opts = split_config(job.config)
     attrs = launch_attrs(job.spec.fn, sig) if launch_like else None
     src = ASTSource(job.spec.fn, sig, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
+    options = {"enable_fp_fusion": False, **opts}  # as _backend.launch compiles it
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 def resources(cubin: bytes) -> dict:
@@ -115,18 +116,20 @@ def _error(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
-def run(job: Job) -> Result:
+def run(job: Job, quick: bool = False) -> Result:
+    """Compile ``job`` both ways (quick: launch-like only, what a typical launch runs; the tuner's dry run).
+
+    stats["how"] says which compiles ran."""
     arch = int(job.target.name.split("_")[1])
-    stats = {}
-    for prefix, launch_like in (("", False), (LAUNCH, True)):
+    compiles = ((LAUNCH, "launch-like"),) if quick else (("", "conservative"), (LAUNCH, "launch-like"))
+    stats = {"how": "compiled (" + " + ".join(what for _, what in compiles) + ")"}
+    for prefix, what in compiles:
         try:
-            s = kernel_stats(compile_job(job, arch, launch_like))
+            s = kernel_stats(compile_job(job, arch, prefix == LAUNCH))
         except Exception as e:  # noqa: BLE001 - report any compile failure
-            what = "launch-like compile: " if launch_like else ""
-            return Result(job, False, (what + _error(e))[:300], stats)
+            return Result(job, False, ((what + " compile: " if prefix else "") + _error(e))[:300], stats)
         stats.update({prefix + k: v for k, v in s.items()})
 
-    compiles = (("", "conservative"), (LAUNCH, "launch-like"))
     problems = []
     spilled = [f"{what}: STACK={stats[p + 'stack']} LOCAL={stats[p + 'local']}" for p, what in compiles
                if stats[p + "stack"] > 0 or stats[p + "local"] > 0]

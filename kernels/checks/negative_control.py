@@ -3,6 +3,8 @@
 - ``cuda_only``: calls a CUDA-only libdevice function; the TTIR -> Linalg adapter rejects it.
 - ``ub_overflow``: a plain vector add whose 65536-element fp32 tiles (256 KiB each) cannot fit the 192 KiB UB;
   only bishengir's memory planning rejects it.
+- ``spill`` (CUDA): one warp holding an 8192-element fp32 tile across a reduction needs 256 registers per
+  thread, over the 255 a thread can have, so ptxas spills; it compiles in seconds.
 """
 import triton
 import triton.language as tl
@@ -15,6 +17,13 @@ def cuda_only_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < n)
     tl.store(y_ptr + offs, tl.extra.cuda.libdevice.rint(x), mask=offs < n)
+
+
+@triton.jit
+def scale_by_max_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs)
+    tl.store(out_ptr + offs, x * tl.max(x, axis=0))  # every element stays live across the reduction
 
 
 @triton.jit
@@ -37,3 +46,8 @@ UB_OVERFLOW_CONTROL = KernelSpec(
 UB_FITS_CONTROL = KernelSpec(
     name="negative_control.ub_fits", fn=vector_add_kernel, variants=[_ADD],
     space=lambda t, v: [{"BLOCK": 1024}], default=lambda t, v: {"BLOCK": 1024})
+
+SPILL_CONTROL = KernelSpec(
+    name="negative_control.spill", fn=scale_by_max_kernel,
+    variants=[Variant("fp32", {"x_ptr": "*fp32", "out_ptr": "*fp32"})],
+    space=lambda t, v: [{"BLOCK": 8192, "num_warps": 1}], default=lambda t, v: {"BLOCK": 8192, "num_warps": 1})

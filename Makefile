@@ -1,0 +1,60 @@
+# From a fresh clone `make test` and `make bench` build what they need first:
+#   .venv         CPU torch + upstream Triton (interpreter, CUDA compile check, benchmark, lint)
+#   .venv-ascend  CPU torch + triton-ascend + ascendnpu-ir (the Ascend compile check; needs no CANN)
+# Upstream triton and triton-ascend both install the `triton` module, hence two environments.
+# Each is reused once built: its stamp file is written only after every install step succeeded, so an
+# interrupted install is redone, and it is redone when the pins below or pyproject.toml change.
+#
+#   make test            the test suite (ARGS="-k int4" passes pytest options)
+#   make bench           the quick benchmark on whatever device is present (FULL=1: every case; ARGS="--ops ...")
+#   make check           the Ascend and CUDA compile checks
+#   make lint            ruff
+
+PYTHON ?= python3
+TORCH := torch==2.13.0
+TRITON := triton==3.9.0
+ASCEND_PACKAGES := triton-ascend==3.2.0 pybind11 numpy ascendnpu-ir==1.2.0
+PIP := -m pip install -qq --disable-pip-version-check
+VENV := .venv
+ASCEND_VENV := .venv-ascend
+export TRITON_DEFAULT_FP_FUSION ?= 1
+
+.PHONY: test bench check check-ascend check-ascend-run check-cuda lint env
+
+test: $(VENV)/.installed $(ASCEND_VENV)/.installed
+	$(VENV)/bin/python -m pytest -n 2 $(ARGS)
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py $(if $(FULL),,--quick) $(ARGS)
+
+check: check-ascend check-cuda
+
+check-ascend: $(ASCEND_VENV)/.installed
+	$(ASCEND_VENV)/bin/python -m atlas_kernels.checks ascend -q
+
+# bishengir's output run on this CPU, shipped configs on one A2 and one A3 target; only the kernels that match
+# (nsa_compress fwd/bwd with SLOTS > 1 do not: README, correctness)
+check-ascend-run: $(ASCEND_VENV)/.installed
+	$(ASCEND_VENV)/bin/python -m atlas_kernels.checks ascend-run -q --targets Ascend910B2,Ascend910_9391 \
+		--kernels int4_pack,dequant_rope_quant_kvcache,nsa_compress
+
+# one sampled config per space besides the shipped ones (each job compiles twice)
+check-cuda: $(VENV)/.installed
+	$(VENV)/bin/python -m atlas_kernels.checks cuda -q --sample 1
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+env: $(VENV)/.installed $(ASCEND_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python $(PIP) $(TORCH)
+	$(VENV)/bin/python $(PIP) $(TRITON) -e '.[cpu,test,bench]'
+	touch $@
+
+$(ASCEND_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(ASCEND_VENV)
+	$(ASCEND_VENV)/bin/python $(PIP) $(TORCH) $(ASCEND_PACKAGES)
+	$(ASCEND_VENV)/bin/python $(PIP) --no-deps -e .
+	touch $@
