@@ -41,8 +41,10 @@ def test_make_builds_the_environments_only_when_their_stamps_are_missing_or_stal
         os.utime(tmp_path / name, (1000, 1000))
 
     def dry_run(target):
+        # a clean environment: under `make test` the inherited MAKELEVEL/MAKEFLAGS add "Entering directory" lines
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
         r = subprocess.run(["make", "-n", target, "PYTHON=python3", "ARGS=", "FULL="], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, env=env)
         assert r.returncode == 0, r.stderr
         return [line.strip() for line in r.stdout.splitlines()]
 

@@ -344,7 +344,7 @@ I8 = torch.int8
      "k_cache must be contiguous in its last dim"),
     (_bad(indices=torch.zeros(2, dtype=torch.int16)), TypeError, "indices must have dtype int32, int64"),
     (_bad(indices=torch.zeros(2, 1, dtype=torch.int32)), ValueError, "indices must have 1 dims"),
-    (_bad(indices=torch.zeros(6, dtype=torch.int32)), ValueError, r"indices must have shape \[2\], got \[6\]"),
+    (_bad(indices=torch.zeros(6, dtype=torch.int32)), ValueError, r"indices must have shape \[2\] \(from x's batch and sequence sizes\), got \[6\]"),
     (_bad(indices=torch.zeros(2, dtype=torch.int32), cache_mode="page"), ValueError, r"indices must have shape \[6\]"),
     (_bad(k_cache=torch.zeros(1, 8, 2, 64, dtype=I8), v_cache=torch.zeros(1, 8, 2, 64, dtype=I8)), ValueError,
      r"k_cache.shape\[0\] must be >= B = 2"),
