@@ -29,11 +29,12 @@ bench: $(VENV)/.installed
 
 check: check-ascend check-cuda
 
+# the shipped configs (every other candidate was compiled when its stored verdict was made, and a kernel change
+# makes the shipped config's Linalg stale as well); --sample N / --full for more
 check-ascend: $(ASCEND_VENV)/.installed
-	$(ASCEND_VENV)/bin/python -m atlas_kernels.checks ascend -q
+	$(ASCEND_VENV)/bin/python -m atlas_kernels.checks ascend -q --sample 0
 
-# bishengir's output run on this CPU, shipped configs on one A2 and one A3 target; only the kernels that match
-# (nsa_compress fwd/bwd with SLOTS > 1 do not: README, correctness)
+# bishengir's output run on this CPU: every vector kernel's shipped configs on one A2 and one A3 target
 check-ascend-run: $(ASCEND_VENV)/.installed
 	$(ASCEND_VENV)/bin/python -m atlas_kernels.checks ascend-run -q --targets Ascend910B2,Ascend910_9391 \
 		--kernels int4_pack,dequant_rope_quant_kvcache,nsa_compress
