@@ -496,8 +496,8 @@ def _default(target: Target, variant: Variant) -> dict:
     # CUDA: chosen from the cuda check (no spills; wgmma on sm_90 where Triton can use it).
     if _is_a8w4(variant) and target.name == "sm_90":  # int32 group sum + float32 accumulator: 64x128 spills
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
-    if variant.constexprs["A_FORMAT"] == A_INT4.value:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 4, "num_stages": 2}
+    if variant.constexprs["A_FORMAT"] == A_INT4.value:  # 4 warps spill 8 bytes on sm_90 (i4-k)
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 8, "num_stages": 2}
     if target.name == "sm_90":  # wgmma needs a 64-row warpgroup tile; for decode the extra rows are masked
         return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
     return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
