@@ -5,6 +5,8 @@ import operator
 
 import torch
 
+from ._backend import device_of
+
 
 def _dtype_names(dtypes) -> str:
     return ", ".join(str(d).replace("torch.", "") for d in dtypes)
@@ -75,15 +77,7 @@ def check_common(op: str, tensors: dict, outputs=()) -> torch.device:
     would otherwise run the fake and return uninitialised memory), when an output has internally overlapping
     elements (e.g. a stride-0 expand), or when an output shares memory with any other argument.
     """
-    device, first = None, None
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            continue
-        if device is None:
-            device, first = t.device, name
-        elif t.device != device:
-            raise ValueError(f"{op}: {name} is on {t.device} but {first} is on {device}; put all tensor "
-                             f"arguments on one device")
+    device = device_of(op, **{name: t for name, t in tensors.items() if isinstance(t, torch.Tensor)})
     for out in outputs:
         t = tensors[out]
         if not isinstance(t, torch.Tensor) or not _overlap_check_possible(t):
@@ -103,7 +97,7 @@ def check_common(op: str, tensors: dict, outputs=()) -> torch.device:
             if o_lo < hi and lo < o_hi:
                 raise ValueError(f"{op}: {out} is written in place but shares memory with {name}; pass "
                                  f"separate tensors")
-    return device if device is not None else torch.device("cpu")
+    return device
 
 
 _TYPE_NAMES = {"Tensor": "a torch.Tensor", "int": "an int", "bool": "a bool", "str": "a str", "float": "a float",
