@@ -1,8 +1,8 @@
-"""Run what bishengir produced for a vector kernel on this x86 CPU (``python -m atlas_kernels.checks ascend-run``).
+"""Run what bishengir produced for a kernel on this x86 CPU (``python -m atlas_kernels.checks ascend-run``).
 
-The module is taken just before ``convert-hivm-to-std``, after the whole HIVM pipeline: PlanMemory has
-placed every on-chip buffer (``hivm.hir.pointer_cast`` at a byte offset, reuse included), multi-buffering
-and the sync flags are in. Then:
+For a vector kernel, the module is taken just before ``convert-hivm-to-std``, after the whole HIVM pipeline:
+PlanMemory has placed every on-chip buffer (``hivm.hir.pointer_cast`` at a byte offset, reuse included),
+multi-buffering and the sync flags are in. Then:
 
 1. the entry function is rewritten: ``get_block_idx`` / ``get_sub_block_idx`` / ``..._num`` become i64
    arguments; each ``pointer_cast(%offset)`` into address space S becomes a ``memref.view`` of one byte pool
@@ -15,8 +15,18 @@ and the sync flags are in. Then:
    uninitialised UB byte. GM tensors are copied into buffers with guard bytes on both sides: a store
    outside a tensor's span fails the launch.
 
-A construct this path cannot run (cube ops, multi-address buffers, a layout on a planned buffer) raises
-``Unsupported`` naming it.
+Kernels with ``tl.dot`` (the cube unit) cannot run at that level: ``nd2nz``, ``mmadL1``, ``fixpipe`` and the
+cross-core sync have no CPU lowering. They run at the HFusion level instead: the module just before
+``convert-hfusion-to-hivm``, where the matmul is still ``linalg.matmul`` and program ids are arguments. It is
+bufferized (one-shot) and every HFusion op is expanded by us, as at the HIVM level: casts saturate float -> int
+with NaN -> 0, atomics are plain read-modify-writes (blocks run one after another). (bishengir's own
+``--linalg-generalize-named-ops`` is not used: its ``vnot`` is the identity in 1.2.0.) Local buffers start
+filled with the poison byte, so the two runs still catch a read of memory never written. What this level
+does not contain: UB/L1/L0 planning, the cube/vector split and its synchronisation, the HIVM lowering of
+every op.
+
+A construct these paths cannot run (cube ops at the HIVM level, multi-address buffers, a layout on a planned
+buffer, an HFusion op without a CPU form) raises ``Unsupported`` naming it.
 """
 from __future__ import annotations
 
@@ -24,20 +34,25 @@ import ctypes
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 
 from . import ascend
 
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"
 CONVERT = ("--execution-engine-convert-hivm-to-upstream", "--execution-engine-convert-hfusion-to-upstream")
 LOWERING = ("--annotation-lowering", "--expand-strided-metadata",
             "--convert-linalg-to-loops", "--canonicalize", "--convert-scf-to-cf", "--lower-affine", "--arith-expand",
-            "--convert-vector-to-llvm", "--convert-math-to-llvm", "--finalize-memref-to-llvm",
+            "--convert-vector-to-llvm", "--convert-math-to-llvm", "--finalize-memref-to-llvm=use-generic-functions",
             "--convert-func-to-llvm", "--convert-cf-to-llvm", "--convert-index-to-llvm", "--convert-arith-to-llvm",
             "--reconcile-unrealized-casts")
-DUMP = ("--mlir-print-ir-before=convert-hivm-to-std", "--mlir-print-ir-module-scope", "--mlir-print-local-scope",
-        "--mlir-disable-threading")
+# the module is taken just before this pass: after the HIVM pipeline (vector kernels), or after HFusion (cube kernels)
+HIVM_LEVEL, HFUSION_LEVEL = "convert-hivm-to-std", "convert-hfusion-to-hivm"
+DUMP = ("--mlir-print-ir-module-scope", "--mlir-print-local-scope", "--mlir-disable-threading")
+BUFFERIZE = ("--empty-tensor-to-alloc-tensor",
+             "--one-shot-bufferize=bufferize-function-boundaries=1 allow-return-allocs-from-loops=1",
+             "--convert-bufferization-to-memref")
 # hivm ops of the cube unit and of cross-core sync: no CPU lowering in ascendnpu-ir 1.2.0
 CUBE_OPS = ("hivm.hir.mmadL1", "hivm.hir.mmad", "hivm.hir.nd2nz", "hivm.hir.fixpipe", "hivm.hir.sync_block",
             "hivm.hir.matmul", "hivm.hir.batchMmadL1")
@@ -200,11 +215,12 @@ _LINE_RESULT = re.compile(r"^(\s*)(%[\w$.-]+) = ([\w.]+)")
 class Abi:
     """How to call the lowered entry: its name, argument kinds in order, pools and their byte sizes."""
 
-    def __init__(self, name, args, pools, uses_sub_block):
+    def __init__(self, name, args, pools, uses_sub_block, program_ids=False):
         self.name = name
         self.args = args          # [(kind, type)]: kind in ffts, lock, workspace, tensor, scalar
         self.pools = pools        # [(pool name, bytes)] appended after the original args, then EXTRA_SCALARS
         self.uses_sub_block = uses_sub_block
+        self.program_ids = program_ids  # HFusion level: the last three i32 scalars are the program id, no pools
 
 
 def _constants(body: str) -> dict:
@@ -248,8 +264,28 @@ def rewrite(module: str, pool_limits: dict) -> tuple:
             if "hivm.hir.pointer_cast" in line or any(o in line for o in INDEX_OPS):
                 raise Unsupported(f"unexpected form: {line.strip()}")
             lines.append(line)
+    args = _entry_args(entry, "gm")
+    pool_list = sorted(pools.items())
+    new_args = [f"{n}: {t}" for n, t, _ in entry.args]
+    new_args += [f"%atlas_pool_{p}: memref<?xi8, #hivm.address_space<{_space(p)}>>" for p, _ in pool_list]
+    new_args += [f"%atlas_{s}: i64" for s in EXTRA_SCALARS]
+    header = f"func.func @{entry.name}({', '.join(new_args)}) {entry.results + ' ' if entry.results else ''}{{"
+    body = "\n    %atlas_zero = arith.constant 0 : i64" + \
+        "\n".join(lines)
+    out = [header + body + "}\n"]
+    # keep private helpers the entry may call; drop host functions and other entries
+    for f in funcs:
+        if f is not entry and not f.is_host:
+            out.append(module[f.start:f.end] + "\n")
+    text = "module {\n  " + "\n  ".join(out) + "}\n"
+    return text, Abi(entry.name, args, pool_list, "sub" in used_index)
+
+
+def _entry_args(entry: Func, gm_space) -> list:
+    """[(kind, type)] of the entry's arguments: kind in ffts, lock, workspace, tensor, scalar; memrefs must be 1-D
+    and in ``gm_space`` (None: no address space, as before HIVM)."""
     args = []
-    for i, (name, ty, attrs) in enumerate(entry.args):
+    for name, ty, attrs in entry.args:
         kind = re.search(r"#hacc\.arg_type<(\w+)>", attrs)
         kind = kind.group(1) if kind else ("tensor" if ty.startswith("memref<") else "scalar")
         if kind == "ffts_base_address":
@@ -260,25 +296,12 @@ def rewrite(module: str, pool_limits: dict) -> tuple:
             raise Unsupported(f"argument {name} of kind {kind} ({ty})")
         if ty.startswith("memref<"):
             dims, elem, layout, space = parse_memref(ty)
-            if len(dims) != 1 or layout or space != "gm":
+            if len(dims) != 1 or layout or space != gm_space:
                 raise Unsupported(f"argument {name}: {ty} (expected a 1-D GM memref)")
         elif ty not in ("i32", "i64", "f32", "f16", "bf16"):
             raise Unsupported(f"argument {name}: scalar type {ty}")
         args.append((kind, ty))
-    pool_list = sorted(pools.items())
-    new_args = [f"{n}: {t}" for n, t, _ in entry.args]
-    new_args += [f"%atlas_pool_{p}: memref<?xi8, #hivm.address_space<{_space(p)}>>" for p, _ in pool_list]
-    new_args += [f"%atlas_{s}: i64" for s in EXTRA_SCALARS]
-    header = f"func.func @{entry.name}({', '.join(new_args)}) {entry.results + ' ' if entry.results else ''}{{"
-    body = "\n    %atlas_zero = arith.constant 0 : i64\n    %atlas_zero_index = arith.constant 0 : index" + \
-        "\n".join(lines)
-    out = [header + body + "}\n"]
-    # keep private helpers the entry may call; drop host functions and other entries
-    for f in funcs:
-        if f is not entry and not f.is_host:
-            out.append(module[f.start:f.end] + "\n")
-    text = "module {\n  " + "\n  ".join(out) + "}\n"
-    return text, Abi(entry.name, args, pool_list, "sub" in used_index)
+    return args
 
 
 def _bare_op(line: str):
@@ -498,27 +521,8 @@ def _elementwise(indent: str, line: str, uid: int) -> list:
     if op["attrs"].get("transpose", "[]") not in ("[]", "array<i64>") or (broadcast and name not in _BINARY):
         raise Unsupported(f"{name} with {op['attrs']}: {line.strip()}")
     (dst, dst_ty), = op["outs"]
-    ddims, delem, _, _ = parse_memref(dst_ty)
-    rank = len(ddims)
-    dims = ", ".join(f"d{i}" for i in range(rank))
-    ident = f"affine_map<({dims}) -> ({dims})>"
-    scalar = f"affine_map<({dims}) -> ()>"
-    maps, ins, types, elems = [], [], [], []
-    for v, t in op["ins"]:
-        if t.startswith("memref<"):
-            sdims, selem, _, _ = parse_memref(t)
-            # broadcast: an operand dim of size 1 against a larger result dim is read at index 0
-            if len(sdims) != rank or any(s != o and not (broadcast and s == 1) for s, o in zip(sdims, ddims)):
-                raise Unsupported(f"{name} with operand shape {sdims} != result shape {ddims}: {line.strip()}")
-            index = ", ".join("0" if s != o else f"d{i}" for i, (s, o) in enumerate(zip(sdims, ddims)))
-            maps.append(f"affine_map<({dims}) -> ({index})>")
-            elems.append(selem)
-        else:
-            maps.append(scalar)
-            elems.append(t)
-        ins.append(v)
-        types.append(t)
-    a_ty = elems[0]
+    delem = parse_memref(dst_ty)[1]
+    a_ty = _elem(op["ins"][0][1])
     if name in _BINARY:
         body = [f"%r = arith.{_BINARY[name][0 if _is_float(a_ty) else 1]} %a, %b : {a_ty}"]
     elif name == "vnot":
@@ -541,13 +545,40 @@ def _elementwise(indent: str, line: str, uid: int) -> list:
                           line)
     else:
         raise Unsupported(f"hivm.hir.{name} has no CPU lowering here: {line.strip()}")
+    return _generic(indent, uid, op["ins"], dst, dst_ty, body, broadcast, line)
+
+
+def _elem(ty: str) -> str:
+    """Element type of a memref type, or the type itself for a scalar."""
+    return parse_memref(ty)[1] if ty.startswith("memref<") else ty
+
+
+def _generic(indent: str, uid: int, ins: list, dst: str, dst_ty: str, body: list, broadcast: bool, line: str) -> list:
+    """linalg.generic computing dst elementwise from ``ins`` [(ssa, type)] (memrefs of dst's shape, or scalars) with
+    ``body``: scalar ops on %a, %b, %c (the inputs) giving %r. broadcast: an operand dim of size 1 against a larger
+    result dim is read at index 0."""
+    ddims, delem, _, _ = parse_memref(dst_ty)
+    rank = len(ddims)
+    dims = ", ".join(f"d{i}" for i in range(rank))
+    maps, elems = [], []
+    for v, t in ins:
+        if t.startswith("memref<"):
+            sdims = parse_memref(t)[0]
+            if len(sdims) != rank or any(s != o and not (broadcast and s == 1) for s, o in zip(sdims, ddims)):
+                raise Unsupported(f"operand shape {sdims} != result shape {ddims}: {line.strip()}")
+            index = ", ".join("0" if s != o else f"d{i}" for i, (s, o) in enumerate(zip(sdims, ddims)))
+            maps.append(f"affine_map<({dims}) -> ({index})>")
+        else:
+            maps.append(f"affine_map<({dims}) -> ()>")
+        elems.append(_elem(t))
     args = ", ".join(f"%{n}: {t}" for n, t in zip("abc", elems)) + f", %out: {delem}"
     iters = ", ".join(['"parallel"'] * rank)
     region = [f"^bb0({args}):", *("  " + b for b in body), f"  linalg.yield %r : {delem}"]
     # a region is not isolated: its value names share the function's namespace
     region = [re.sub(r"%(\w+)", lambda m: f"%atlas_g{uid}_{m.group(1)}", ln) for ln in region]
-    return [f"{indent}linalg.generic {{indexing_maps = [{', '.join(maps + [ident])}], iterator_types = [{iters}]}} "
-            f"ins({', '.join(ins)} : {', '.join(types)}) outs({dst} : {dst_ty}) {{",
+    return [f"{indent}linalg.generic {{indexing_maps = [{', '.join(maps + [f'affine_map<({dims}) -> ({dims})>'])}], "
+            f"iterator_types = [{iters}]}} ins({', '.join(v for v, _ in ins)} : {', '.join(t for _, t in ins)}) "
+            f"outs({dst} : {dst_ty}) {{",
             *(indent + ln for ln in region), f"{indent}}}"]
 
 
@@ -608,7 +639,8 @@ def _varange(indent: str, line: str, uid: int) -> list:
     rank = len(ddims)
     dims = ", ".join(f"d{i}" for i in range(rank))
     p = f"%atlas_g{uid}_"
-    body = [f"^bb0({p}out: {delem}):", f"  {p}acc0 = arith.addi {offset}, %atlas_zero_index : index"]
+    body = [f"^bb0({p}out: {delem}):", f"  {p}zero = arith.constant 0 : index",
+            f"  {p}acc0 = arith.addi {offset}, {p}zero : index"]
     for k, s in enumerate(strides):
         body += [f"  {p}i{k} = linalg.index {k} : index", f"  {p}t{k} = arith.muli {p}i{k}, {s} : index",
                  f"  {p}acc{k + 1} = arith.addi {p}acc{k}, {p}t{k} : index"]
@@ -641,54 +673,250 @@ EXPANSIONS.update({name: _elementwise for name in
 EXPANSIONS["hivm.hir.vreduce"] = _vreduce
 
 
+# ---------------------------------------------------------------- HFusion ops (cube kernels' level) without a CPU form
+def _hfusion_cast(indent: str, line: str, uid: int) -> list:
+    """``hfusion.cast {cast, round_mode, enable_overflow} ins(..) outs(..)`` on memrefs: the same conversion as
+    ``hivm.hir.vcast`` (what it becomes on the NPU), so both levels saturate float -> int with NaN -> 0."""
+    m = re.match(r"(\s*)hfusion\.cast (\{.*?\}) (ins\(.*)$", line)
+    if not m:
+        raise Unsupported(f"unexpected hfusion.cast form: {line.strip()}")
+    attrs = {}
+    for field in split_top(m.group(2)[1:-1]):
+        key, _, value = field.partition("=")
+        attrs[key.strip()] = value.strip()
+    if set(attrs) - {"cast", "round_mode", "enable_overflow"}:
+        raise Unsupported(f"hfusion.cast attributes {sorted(attrs)}: {line.strip()}")
+    op = parse_hivm_op("hivm.hir.vcast " + m.group(3))
+    src, dst = parse_memref(op["ins"][0][1])[1], parse_memref(op["outs"][0][1])[1]
+    # enable_overflow: out-of-range float -> int wraps instead of saturating; fine only where nothing is out of range
+    if attrs.get("enable_overflow") == "true" and _is_float(src) and not _is_float(dst) \
+            and not (src == "f16" and dst in ("i32", "i64")):
+        raise Unsupported(f"hfusion.cast {src} -> {dst} with enable_overflow: {line.strip()}")
+    hivm = (f"hivm.hir.vcast {m.group(3)} round_mode = {attrs.get('round_mode', '<rint>')} "
+            f"cast = {attrs.get('cast', '<cast_signed>')}")
+    return _elementwise(indent, indent + hivm, uid)
+
+
+def _hfusion_atomic_rmw(indent: str, line: str, uid: int) -> list:
+    """``hfusion.atomic_rmw ins(%v) outs(%gm) atomic_kind = <add>``: gm += v. Blocks run one after another, so a
+    plain read-modify-write is what the atomic computes; atomicity itself is not checked."""
+    m = re.fullmatch(r"\s*hfusion\.atomic_rmw ins\((%[\w$.-]+) : (memref<.*>)\) outs\((%[\w$.-]+) : (memref<.*>)\) "
+                     r"atomic_kind = <(\w+)>", line)
+    if not m or m.group(5) != "add":
+        raise Unsupported(f"hfusion.atomic_rmw form: {line.strip()}")
+    src, src_ty, dst, dst_ty = m.group(1, 2, 3, 4)
+    dims, elem, _, _ = parse_memref(dst_ty)
+    if parse_memref(src_ty)[:2] != (dims, elem):
+        raise Unsupported(f"hfusion.atomic_rmw between {src_ty} and {dst_ty}: {line.strip()}")
+    rank = ", ".join(f"d{i}" for i in range(len(dims)))
+    ident = f"affine_map<({rank}) -> ({rank})>"
+    add = "arith.addf" if _is_float(elem) else "arith.addi"
+    iters = ", ".join(['"parallel"'] * len(dims))
+    p = f"%atlas_g{uid}_"
+    return [f"{indent}linalg.generic {{indexing_maps = [{ident}, {ident}], iterator_types = [{iters}]}} "
+            f"ins({src} : {src_ty}) outs({dst} : {dst_ty}) {{",
+            f"{indent}^bb0({p}a: {elem}, {p}old: {elem}):",
+            f"{indent}  {p}r = {add} {p}old, {p}a : {elem}",
+            f"{indent}  linalg.yield {p}r : {elem}",
+            f"{indent}}}"]
+
+
+def _hfusion_atomic_xchg(indent: str, line: str, uid: int) -> list:
+    """``hfusion.atomic_xchg ins(%v) outs(%gm)`` whose old value is unused: a copy."""
+    m = re.fullmatch(r"\s*hfusion\.atomic_xchg ins\((%[\w$.-]+) : (memref<.*>)\) outs\((%[\w$.-]+) : (memref<.*>)\)",
+                     line)
+    if not m:
+        raise Unsupported(f"hfusion.atomic_xchg form: {line.strip()}")
+    return [f"{indent}memref.copy {m.group(1)}, {m.group(3)} : {m.group(2)} to {m.group(4)}"]
+
+
+_HF_BINARY = {"shli": "shli", "shrsi": "shrsi", "shrui": "shrui", "vand": "andi", "vor": "ori", "vxor": "xori",
+              "maxf": "maxnumf", "minf": "minnumf"}
+
+
+def _hfusion_elementwise(indent: str, line: str, uid: int) -> list:
+    """hfusion.elemwise_binary / elemwise_unary / compare / select / bitcast on memrefs, as a linalg.generic with
+    our scalar semantics (``--linalg-generalize-named-ops`` is not used: its vnot is the identity in 1.2.0)."""
+    m = re.match(r"\s*hfusion\.(\w+) (?:(\{.*?\}) )?(ins\(.*)$", line)
+    if not m:
+        raise Unsupported(f"unexpected form: {line.strip()}")
+    name, attrs = m.group(1), {}
+    for field in split_top((m.group(2) or "{}")[1:-1]):
+        key, _, value = field.partition("=")
+        attrs[key.strip()] = _attr_word(value.strip())
+    op = parse_hivm_op(f"hivm.hir.{name} " + m.group(3))
+    if op["attrs"] or op["kind"] or len(op["outs"]) != 1:
+        raise Unsupported(f"hfusion.{name} with {op['attrs']}: {line.strip()}")
+    (dst, dst_ty), = op["outs"]
+    delem, a_ty = parse_memref(dst_ty)[1], _elem(op["ins"][0][1])
+    fun = attrs.get("fun") or attrs.get("compare_fn")
+    if name == "elemwise_binary" and fun in _HF_BINARY:
+        body = [f"%r = arith.{_HF_BINARY[fun]} %a, %b : {a_ty}"]
+    elif name == "elemwise_unary" and fun == "vnot":
+        body = ["%ones = arith.constant true" if a_ty == "i1" else f"%ones = arith.constant -1 : {a_ty}",
+                f"%r = arith.xori %a, %ones : {a_ty}"]
+    elif name == "compare" and fun and fun[1:] in _CMP and delem == "i1":
+        pred = _CMP[fun[1:]][0 if _is_float(a_ty) else 1]
+        body = [f"%r = arith.{'cmpf' if _is_float(a_ty) else 'cmpi'} {pred}, %a, %b : {a_ty}"]
+    elif name == "select" and not attrs:
+        body = [f"%r = arith.select %a, %b, %c : {delem}"]
+    elif name == "bitcast" and not attrs:
+        body = [f"%r = arith.bitcast %a : {a_ty} to {delem}"]
+    else:
+        raise Unsupported(f"hfusion.{name} {attrs} has no CPU lowering here: {line.strip()}")
+    return _generic(indent, uid, op["ins"], dst, dst_ty, body, False, line)
+
+
+HFUSION_EXPANSIONS = {"hfusion.cast": _hfusion_cast, "hfusion.atomic_rmw": _hfusion_atomic_rmw,
+                      "hfusion.atomic_xchg": _hfusion_atomic_xchg,
+                      "hfusion.barrier": lambda indent, line, uid: [],  # one block at a time: nothing to order
+                      "hfusion.arange": lambda indent, line, uid: _varange(
+                          indent, line.replace("hfusion.arange", "hivm.hir.varange", 1), uid),
+                      **{f"hfusion.{name}": _hfusion_elementwise
+                         for name in ("elemwise_binary", "elemwise_unary", "compare", "select", "bitcast")}}
+
+
+_CUMSUM = re.compile(r"^(\s*)(%[\w$.-]+) = hfusion\.cumsum (%[\w$.-]+) : (tensor<[^>]*>) cum_dims = \[(\d+)\] "
+                     r"reverse = (true|false) -> (tensor<[^>]*>)$")
+
+
+def _cumsum(m, uid: int) -> list:
+    """``hfusion.cumsum`` (a tensor op one-shot bufferization does not know) on integers, as a linalg.generic:
+    out[.., j, ..] = sum over k <= j (k >= j reversed) of x[.., k, ..]."""
+    indent, res, src, ty, dim, reverse, res_ty = m.groups()
+    if ty != res_ty:
+        raise Unsupported(f"hfusion.cumsum from {ty} to {res_ty}")
+    *dims, elem = ty[len("tensor<"):-1].split("x")
+    dim = int(dim)
+    if elem not in _INT_RANGE:
+        raise Unsupported(f"hfusion.cumsum on {elem}: the order of a float sum is not known")
+    rank = len(dims)
+    iters = ", ".join(['"parallel"'] * rank + ['"reduction"'])
+    all_dims = ", ".join(f"d{i}" for i in range(rank + 1))
+    src_map = ", ".join(f"d{rank}" if i == dim else f"d{i}" for i in range(rank))
+    out_map = ", ".join(f"d{i}" for i in range(rank))
+    p = f"%atlas_g{uid}_"
+    return [f"{indent}{p}zero = arith.constant 0 : {elem}",
+            f"{indent}{p}empty = tensor.empty() : {ty}",
+            f"{indent}{p}init = linalg.fill ins({p}zero : {elem}) outs({p}empty : {ty}) -> {ty}",
+            f"{indent}{res} = linalg.generic {{indexing_maps = [affine_map<({all_dims}) -> ({src_map})>, "
+            f"affine_map<({all_dims}) -> ({out_map})>], iterator_types = [{iters}]}} ins({src} : {ty}) "
+            f"outs({p}init : {ty}) {{",
+            f"{indent}^bb0({p}a: {elem}, {p}acc: {elem}):",
+            f"{indent}  {p}j = linalg.index {dim} : index",
+            f"{indent}  {p}k = linalg.index {rank} : index",
+            f"{indent}  {p}take = arith.cmpi {'uge' if reverse == 'true' else 'ule'}, {p}k, {p}j : index",
+            f"{indent}  {p}v = arith.select {p}take, {p}a, {p}zero : {elem}",
+            f"{indent}  {p}r = arith.addi {p}acc, {p}v : {elem}",
+            f"{indent}  linalg.yield {p}r : {elem}",
+            f"{indent}}} -> {ty}"]
+
+
+def rewrite_hfusion(module: str) -> tuple:
+    """(module, Abi) of a cube kernel at the HFusion level: one entry, GM tensors without an address space,
+    program ids as its last three i32 arguments; hfusion.cumsum expanded (the rest after bufferization)."""
+    funcs = functions(module)
+    entries = [f for f in funcs if f.is_entry]
+    if len(funcs) != 1 or len(entries) != 1:
+        raise Unsupported(f"expected one hacc.entry function at the HFusion level, found {[f.name for f in funcs]}")
+    entry = entries[0]
+    if "hivm.hir." in module:
+        raise Unsupported("HIVM ops in the HFusion-level module")
+    args = _entry_args(entry, None)
+    if [t for _, t in args[-6:]] != ["i32"] * 6 or any(k != "scalar" for k, _ in args[-6:]):
+        raise Unsupported(f"{entry.name}: the last six arguments are not the grid and program id (i32)")
+    lines = []
+    for line in entry.body.split("\n"):
+        m = _CUMSUM.match(line)
+        if m:
+            lines.extend(_cumsum(m, len(lines)))
+        elif "hfusion.cumsum" in line:
+            raise Unsupported(f"unexpected hfusion.cumsum form: {line.strip()}")
+        else:
+            lines.append(line)
+    # without the module's and arguments' attributes: hacc is a dialect triton-ascend's LLVM does not load
+    header = f"func.func @{entry.name}({', '.join(f'{n}: {t}' for n, t, _ in entry.args)}) {{"
+    text = "module {\n  " + header + "\n".join(lines) + "}\n}\n"
+    return text, Abi(entry.name, args, [], False, program_ids=True)
+
+
+def _expand_hfusion(module: str) -> str:
+    """The bufferized module with HFUSION_EXPANSIONS applied."""
+    lines = []
+    for line in module.split("\n"):
+        op = _bare_op(line)
+        if op in HFUSION_EXPANSIONS:
+            lines.extend(HFUSION_EXPANSIONS[op](line[:len(line) - len(line.lstrip())], line, len(lines)))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- compile to a shared library
 def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(ascend.bishengir_compile()), name)
 
 
-def hivm_module(linalg: str, soc: str, timeout: float = 300) -> str:
-    """The module bishengir-compile (the compile check's options) has just before convert-hivm-to-std."""
+def hivm_module(linalg: str, soc: str, timeout: float = 300, before: str = HIVM_LEVEL) -> str:
+    """The module bishengir-compile (the compile check's options) has just before pass ``before``."""
     with tempfile.TemporaryDirectory(prefix="atlas-run-") as tmp:
         src = os.path.join(tmp, "kernel.ttadapter.mlir")
         with open(src, "w") as f:
             f.write(linalg)
-        cmd = [ascend.bishengir_compile(), src, f"--target={soc}", *ascend.BISHENG_OPTIONS, *DUMP,
-               "-o", os.path.join(tmp, "kernel")]
+        cmd = [ascend.bishengir_compile(), src, f"--target={soc}", *ascend.BISHENG_OPTIONS,
+               f"--mlir-print-ir-before={before}", *DUMP, "-o", os.path.join(tmp, "kernel")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return last_dump(proc.stdout + proc.stderr)
+    return last_dump(proc.stdout + proc.stderr, before)
 
 
 _OP_NAME = re.compile(r"^\s*(?:%[^=]+= )?\"?([a-z_]+\.[\w.]+)", re.M)
 
 
-def to_llvm_dialect(module: str, workdir: str) -> str:
-    src = os.path.join(workdir, "patched.mlir")
+def _opt(module: str, passes: tuple, workdir: str, what: str) -> str:
+    """``bishengir-opt`` with ``passes`` on the module text; Unsupported with its first error if it fails."""
+    src = os.path.join(workdir, "in.mlir")
     with open(src, "w") as f:
         f.write(module)
-    proc = subprocess.run([_tool("bishengir-opt"), src, *CONVERT], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([_tool("bishengir-opt"), src, *passes], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         err = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-300:])
-        raise Unsupported(f"bishengir-opt could not convert the HIVM ops to upstream MLIR: {err.strip()[:400]}")
-    # convert-linalg-to-loops would quietly lower a leftover hfusion structured op by its region
-    left = sorted({op for op in _OP_NAME.findall(proc.stdout) if op.startswith(("hivm.", "hfusion.", "hacc."))})
+        raise Unsupported(f"bishengir-opt could not {what}: {err.strip()[:400]}")
+    return proc.stdout
+
+
+def _no_ops_left(module: str, prefixes: tuple, what: str) -> None:
+    left = sorted({op for op in _OP_NAME.findall(module) if op.startswith(prefixes)})
     if left:
-        raise Unsupported(f"no CPU lowering for: {', '.join(left)}")
-    with open(src, "w") as f:
-        f.write(proc.stdout)
-    proc = subprocess.run([_tool("bishengir-opt"), src, *LOWERING], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        err = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-300:])
-        raise Unsupported(f"bishengir-opt could not lower the patched module to LLVM: {err.strip()[:400]}")
-    left = sorted({op for op in _OP_NAME.findall(proc.stdout) if not op.startswith(("llvm.", "builtin."))})
+        raise Unsupported(f"{what}: {', '.join(left)}")
+
+
+def to_llvm_dialect(module: str, workdir: str) -> str:
+    """HIVM-level module (rewritten) -> LLVM dialect."""
+    module = _opt(module, CONVERT, workdir, "convert the HIVM ops to upstream MLIR")
+    # convert-linalg-to-loops would quietly lower a leftover hfusion structured op by its region
+    _no_ops_left(module, ("hivm.", "hfusion.", "hacc."), "no CPU lowering for")
+    return _lower(module, workdir)
+
+
+def hfusion_to_llvm_dialect(module: str, workdir: str) -> str:
+    """HFusion-level module (rewritten) -> LLVM dialect: bufferize, then every HFusion op as ours."""
+    module = _expand_hfusion(_opt(module, BUFFERIZE, workdir, "bufferize the HFusion-level module"))
+    _no_ops_left(module, ("hivm.", "hfusion.", "hacc.", "tensor.", "bufferization."), "no CPU lowering for")
+    return _lower(module, workdir)
+
+
+def _lower(module: str, workdir: str) -> str:
+    module = _opt(module, LOWERING, workdir, "lower the patched module to LLVM")
+    left = sorted({op for op in _OP_NAME.findall(module) if not op.startswith(("llvm.", "builtin."))})
     if left:
         raise Unsupported(f"ops left after lowering to LLVM: {', '.join(left)}")
-    return proc.stdout
+    return module
 
 
 def shared_object(llvm_mlir: str, path: str) -> None:
     """LLVM-dialect module -> x86-64 shared library at ``path`` (triton-ascend's bundled LLVM, then gcc)."""
     from triton._C.libtriton import ir, llvm
-    work = path + ".d"
+    work = f"{path}.{os.getpid()}.d"  # parallel workers may build the same library
     os.makedirs(work, exist_ok=True)
     mlir_path = os.path.join(work, "kernel.llvm.mlir")
     with open(mlir_path, "w") as f:
@@ -702,36 +930,43 @@ def shared_object(llvm_mlir: str, path: str) -> None:
     obj_path = os.path.join(work, "kernel.o")
     with open(obj_path, "wb") as f:
         f.write(obj if isinstance(obj, bytes) else obj.encode("latin1"))
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", path + ".tmp", obj_path, RT_C], check=True,
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", work + ".so", obj_path, RT_C], check=True,
                    capture_output=True)
-    os.replace(path + ".tmp", path)
+    os.replace(work + ".so", path)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _cache_dir() -> str:
     return os.path.join(os.path.dirname(ascend._cache_dir()), "ascend_run")
 
 
-def build(linalg: str, soc: str, target_ub: int) -> tuple:
-    """(path of the shared library, Abi) for one Linalg module on ``soc``; cached by content."""
+def build(linalg: str, soc: str, target_ub: int, cube: bool = False) -> tuple:
+    """(path of the shared library, Abi) for one Linalg module on ``soc``; cached by content. ``cube``: a kernel
+    with tl.dot, run at the HFusion level."""
     import pickle
     me = b""
     for source in (__file__, RT_C):  # the runner and its C runtime
         with open(source, "rb") as f:
             me += f.read()
     tool = str(os.path.getsize(ascend.bishengir_compile())).encode()
-    key = hashlib.sha256(b"\0".join([RUNNER_VERSION.encode(), me, tool, soc.encode(), linalg.encode()]))
+    key = hashlib.sha256(b"\0".join([RUNNER_VERSION.encode(), me, tool, soc.encode(), linalg.encode(),
+                                     str(cube).encode()]))
     key = key.hexdigest()[:32]
     os.makedirs(_cache_dir(), exist_ok=True)
     so, abi_path = (os.path.join(_cache_dir(), key + ext) for ext in (".so", ".abi"))
     if os.path.exists(so) and os.path.exists(abi_path):
         with open(abi_path, "rb") as f:
             return so, pickle.load(f)
-    module, abi = rewrite(hivm_module(linalg, soc), {"ub": target_ub})
     with tempfile.TemporaryDirectory(prefix="atlas-run-") as tmp:
-        shared_object(to_llvm_dialect(module, tmp), so)
-    with open(abi_path + ".tmp", "wb") as f:
+        if cube:
+            module, abi = rewrite_hfusion(hivm_module(linalg, soc, before=HFUSION_LEVEL))
+            shared_object(hfusion_to_llvm_dialect(module, tmp), so)
+        else:
+            module, abi = rewrite(hivm_module(linalg, soc), {"ub": target_ub})
+            shared_object(to_llvm_dialect(module, tmp), so)
+    with open(f"{abi_path}.{os.getpid()}.tmp", "wb") as f:
         pickle.dump(abi, f)
-    os.replace(abi_path + ".tmp", abi_path)
+    os.replace(f"{abi_path}.{os.getpid()}.tmp", abi_path)
     return so, abi
 
 
@@ -756,17 +991,20 @@ class CpuKernel:
 
     def __init__(self, so: str, abi: Abi, pool_bytes: int = 0):
         self.abi = abi
-        self.fn = getattr(ctypes.CDLL(so), abi.name)
+        lib = ctypes.CDLL(so)
+        self.fn = getattr(lib, abi.name)
         self.fn.restype = None
+        self.poison = ctypes.c_uint8.in_dll(lib, "atlas_poison")
 
     def __call__(self, grid: tuple, args: list) -> None:
         import numpy as np
         import torch
         grid = tuple(grid) + (1,) * (3 - len(grid))
         user = [(k, t) for k, t in self.abi.args if k in ("tensor", "scalar")]
-        if len(user) != len(args) + 3:
+        pid = [0, 0, 0] if self.abi.program_ids else []  # HFusion level: the program id follows the grid
+        if len(user) != len(args) + 3 + len(pid):
             raise Unsupported(f"{self.abi.name}: the lowered entry takes {len(user)} tensor/scalar arguments, "
-                              f"expected {len(args)} plus 3 grid sizes")
+                              f"expected {len(args)} plus 3 grid sizes" + (" and 3 program ids" if pid else ""))
         # one guarded copy per storage: stores outside it land in the guards
         storages, views = {}, []
         for (kind, ty), a in zip(user, args):
@@ -788,7 +1026,7 @@ class CpuKernel:
                 buf[:] = initial
             pools = [np.full(max(n, 1), poison, np.uint8) for _, n in self.abi.pools]
             flat, it = [], iter(views)
-            vals = iter(list(args) + list(grid))
+            vals = iter(list(args) + list(grid) + pid)
             for kind, ty in self.abi.args:
                 if kind == "ffts":
                     flat.append(ctypes.c_int64(0))
@@ -803,7 +1041,12 @@ class CpuKernel:
                     flat.append(_SCALAR[ty](next(vals)))
             n_blocks = grid[0] * grid[1] * grid[2]
             subs = SUB_BLOCKS if self.abi.uses_sub_block else 1
+            self.poison.value = poison  # local buffers (memref.alloc) start as this byte
             for blk in range(n_blocks):
+                if pid:
+                    ids = (blk % grid[0], blk // grid[0] % grid[1], blk // (grid[0] * grid[1]))
+                    self.fn(*flat[:-3], *(ctypes.c_int32(v) for v in ids))
+                    continue
                 for sub in range(subs):
                     for p in pools:
                         p[:] = poison
@@ -828,8 +1071,9 @@ _TT = {"torch.int32": "*i32", "torch.uint8": "*u8", "torch.int8": "*i8", "torch.
 class Launcher:
     """Stands in for ``_backend.launch``: builds (cached) and runs each launch on the CPU for ``target``."""
 
-    def __init__(self, target):
+    def __init__(self, target, prefer: str = ""):
         self.target = target
+        self.prefer = prefer  # the variant label to take when several compile the same kernel
         self.launched = []   # (kernel name, variant label, config) per launch
         self._built = {}
 
@@ -842,22 +1086,24 @@ class Launcher:
         values = dict(zip([p.name for p in kernel.params], args))
         values.update(kwargs)
         runtime = [values[p.name] for p in kernel.params if not p.is_constexpr]
-        constexpr = {p.name: values[p.name] for p in kernel.params if p.is_constexpr and p.name in values}
-        variant = None
-        for v in spec.variants:
-            tensors = {n: t for n, t in v.types.items() if isinstance(values.get(n), torch.Tensor)}
-            if all(constexpr.get(k) == c for k, c in v.constexprs.items()) and all(
-                    _TT.get(str(values[n].dtype)) == t for n, t in tensors.items()):
-                variant = v
-                break
+        constexpr = {p.name: values[p.name] if p.name in values else p.default for p in kernel.params
+                     if p.is_constexpr and (p.name in values or p.has_default)}
+        # the variant with these constexprs; among several, the one whose pointer types match (a launcher may pass
+        # any tensor for a pointer its constexprs leave unused), the one being checked if it is among them
+        matches = [v for v in spec.variants if all(constexpr.get(k) == c for k, c in v.constexprs.items())]
+        typed = [v for v in matches if all(_TT.get(str(values[n].dtype)) == t for n, t in v.types.items()
+                                           if isinstance(values.get(n), torch.Tensor))] or matches
+        preferred = [v for v in typed if v.label == self.prefer]
+        variant = (preferred or typed)[0] if preferred or len(typed) == 1 or typed is not matches else None
         if variant is None:
-            raise Unsupported(f"{name}: no registered variant matches this launch")
+            got = {k: c for k, c in constexpr.items() if k in spec.variants[0].constexprs}
+            raise Unsupported(f"{name}: no registered variant matches this launch ({got})")
         config = {k: c for k, c in constexpr.items() if k not in variant.constexprs}
         config.update({k: kwargs[k] for k in split_config(kwargs)[1]})
         key = (name, variant.label, tuple(sorted(config.items())))
         if key not in self._built:
             linalg = lower(Job(spec, variant, self.target, dict(split_config(config)[0]), True))
-            self._built[key] = CpuKernel(*build(linalg, self.target.name, self.target.ub_bytes))
+            self._built[key] = CpuKernel(*build(linalg, self.target.name, self.target.ub_bytes, spec.uses_dot))
         self.launched.append(key)
         self._built[key](grid, runtime)
 
@@ -867,10 +1113,10 @@ import contextlib  # noqa: E402
 
 
 @contextlib.contextmanager
-def on_cpu_as(target):
+def on_cpu_as(target, prefer: str = ""):
     """Inside the block, ops given CPU tensors launch their kernels through a ``Launcher`` for ``target``."""
     from .. import _backend
-    launcher = Launcher(target)
+    launcher = Launcher(target, prefer)
     saved = _backend.use_kernel, _backend.target_for, _backend.launch
     _backend.use_kernel = lambda op, device: True
     _backend.target_for = lambda device: target
@@ -1008,9 +1254,85 @@ def _nsa_case(kind: str, label: str):
             [("dinput", dx, "close"), ("dweight", dw, "close")])
 
 
+def _qmm_case(label: str):
+    """(call, expected) for one quant_matmul.gemm variant: its operand formats, dtypes and epilogue, read off the
+    variant, through the public op on a ragged shape (m, k, n) = (37, 304, 200), or (5, 1024, 200) for -decode
+    labels, whose K is split over the cores; a8w4 with k = 512 (two 256-row groups). Integer outputs compare
+    byte for byte, float ones by the interpreter tests' tolerances."""
+    import importlib
+    import torch
+    from ..autotune import KERNELS
+    from ..compress_codec import compress_weight
+    from ..reference import compress_matmul as cref
+    from ..reference.int4_pack import convert_weight_to_int4pack, nd_to_nz  # inputs: no other kernel's launch
+    from ..reference import quant_matmul as ref
+    qm, cm = (importlib.import_module(f"..{mod}", __package__) for mod in ("quant_matmul", "compress_matmul"))
+    v = next(v for v in KERNELS["quant_matmul.gemm"].variants if v.label == label)
+    c, ty = v.constexprs, v.types
+    dt = {"*i8": torch.int8, "*i32": torch.int32, "*i64": torch.int64, "*fp16": torch.float16,
+          "*bf16": torch.bfloat16, "*fp32": torch.float32}
+    group_k = c["GROUP_K"]
+    m, k, n = 5 if label.endswith("-decode") else 37, 1024 if label.endswith("-decode") else 304, 200
+    k = 2 * group_k if group_k else k
+    g = torch.Generator().manual_seed(0)
+
+    def ints(lo, hi, *size):
+        return torch.randint(lo, hi, size, generator=g, dtype=torch.int32)
+
+    def scales(*size):
+        return torch.rand(size, generator=g) * 2e-3 + 1e-4
+    out = dt[ty["out_ptr"]]
+    bias = None
+    if c["BIAS_MODE"] == qm.BIAS_INT.value:
+        bias = ints(-20000, 20000, n)
+    elif c["BIAS_MODE"] == qm.BIAS_FLOAT.value:
+        bias = (torch.randn(n, generator=g) * 10).to(dt[ty["bias_ptr"]])
+    if c["B_FORMAT"] == qm.B_SPARSE.value:
+        x1, w = ints(-128, 128, m, k).to(torch.int8), ints(-128, 128, n, k).to(torch.int8)
+        x2, index, info = compress_weight(w)
+        if out == torch.int32:
+            cw = cm.prepare_compressed_weight(x2, index, info)
+            return lambda: cm._gemm(x1, cw, bias, None), [("out", cref.int_matmul(x1, w) + bias, "bytes")]
+        deq = scales(n).view(torch.int32).to(torch.int64).reshape(1, n)
+        return (lambda: cm.matmul_compress_dequant(x1, x2, index, bias, deq, compress_info=info),
+                [("out", cref.matmul_compress_dequant(x1, x2, index, bias, deq, info), "close")])
+    x1 = (convert_weight_to_int4pack(ints(-8, 8, m, k)) if c["A_FORMAT"] == qm.A_INT4.value
+          else ints(-128, 128, m, k).to(torch.int8))
+    kw = {"output_dtype": out}
+    if c["B_FORMAT"] == qm.B_INT4_N.value:
+        x2 = convert_weight_to_int4pack(ints(-8, 8, k, n))
+    elif c["B_FORMAT"] == qm.B_INT4_K.value:
+        x2 = convert_weight_to_int4pack(ints(-8, 8, n, k)).t()
+    else:
+        x2 = ints(-128, 128, k, n).to(torch.int8)
+        if c["B_FORMAT"] == qm.B_NZ.value:
+            x2, kw["x2_layout"], kw["x2_shape"] = nd_to_nz(x2), "nz", (k, n)
+        elif c["B_K_UNIT"]:
+            x2 = x2.t().contiguous().t()
+    offset = scales(n) * 1e4 if c["OFFSET_MODE"] != qm.OFFSET_NONE.value else None
+    if group_k:
+        scale = ref.trans_quant_param(scales(k // group_k, n))
+    elif ty["scale_ptr"] == "*i64":
+        scale = ref.trans_quant_param(scales(n), offset if c["OFFSET_MODE"] == qm.OFFSET_FROM_SCALE.value else None)
+    else:
+        scale = scales(n).to(dt[ty["scale_ptr"]])
+    if c["OFFSET_MODE"] == qm.OFFSET_TENSOR.value:
+        kw["offset"] = offset
+    if c["HAS_PERTOKEN"]:
+        kw["pertoken_scale"] = torch.rand(m, generator=g) + 0.5
+    if bias is not None:
+        kw["bias"] = bias
+    expected = ref.quant_matmul(x1, x2, scale, group_k=group_k, **kw)
+    if group_k:
+        kw["group_sizes"] = [0, 0, group_k]
+    rule = "close" if expected.is_floating_point() else "bytes"
+    return lambda: qm.quant_matmul(x1, x2, scale, **kw), [("out", expected, rule)]
+
+
 CASES = {f"int4_pack.{k}": (lambda k: lambda label: _int4_case(k, label))(k)
          for k in ("pack", "unpack", "nd_to_nz", "nz_to_nd")}
 CASES["dequant_rope_quant_kvcache.fused"] = _rope_case
+CASES["quant_matmul.gemm"] = _qmm_case
 CASES.update({f"nsa_compress.{k}": (lambda k: lambda label: _nsa_case(k, label))(k)
               for k in ("fwd", "bwd", "dw_reduce")})
 
@@ -1046,7 +1368,7 @@ def run_job(job) -> tuple:
         return "unsupported", "no CPU-run case for this kernel yet", 0.0
     call, expected = case(job.variant.label)
     try:
-        with on_cpu_as(job.target) as launcher, override_config(job.spec.name, job.config):
+        with on_cpu_as(job.target, job.variant.label) as launcher, override_config(job.spec.name, job.config):
             got = call()
     except Unsupported as e:
         return "unsupported", str(e), time.time() - start
@@ -1069,24 +1391,33 @@ def run_job(job) -> tuple:
     return "match", "byte-exact" if exact else "within tolerance", time.time() - start
 
 
-def main(targets: list, prefix: str = "", quiet: bool = False) -> int:
-    """Every shipped config of every vector kernel with a case (names starting with one of the comma-separated
-    ``prefix``es), on each target: print a table, return 0 if all match."""
+_JOBS: list = []
+
+
+def _run_index(i: int) -> tuple:
+    return run_job(_JOBS[i])  # jobs hold jit functions, which do not pickle: forked workers take them by index
+
+
+def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1) -> int:
+    """Every shipped config of every kernel with a case (names starting with one of the comma-separated
+    ``prefix``es), on each target, in ``workers`` forked processes: print a table, return 0 if all match."""
+    import concurrent.futures
+    import multiprocessing
     from ..autotune import KERNELS, get_target
     from . import Job, print_table, shipped_configs
+    _JOBS[:] = [Job(spec, variant, get_target(tname), config, True)
+                for tname in targets for name, spec in sorted(KERNELS.items())
+                if name.startswith(tuple(prefix.split(","))) for variant in spec.variants
+                for config in shipped_configs(spec, variant, get_target(tname))]
     rows, counts = [], {}
-    for tname in targets:
-        target = get_target(tname)
-        for name, spec in sorted(KERNELS.items()):
-            if not name.startswith(tuple(prefix.split(","))) or spec.uses_dot:
-                continue
-            for variant in spec.variants:
-                for config in shipped_configs(spec, variant, target):
-                    job = Job(spec, variant, target, config, True)
-                    status, detail, secs = run_job(job)
-                    counts[status] = counts.get(status, 0) + 1
-                    if not (quiet and status == "match"):
-                        rows.append([status, job.label, f"{secs:.1f}s", detail[:300]])
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        for job, (status, detail, secs) in zip(_JOBS, pool.map(_run_index, range(len(_JOBS)), chunksize=1)):
+            counts[status] = counts.get(status, 0) + 1
+            level = " (HFusion level)" if job.spec.uses_dot else ""
+            if not (quiet and status == "match"):
+                rows.append([status, job.label, f"{secs:.1f}s", (detail + level)[:300]])
+    _JOBS.clear()
     print_table(rows, ["status", "kernel[variant] target config", "time", "detail"])
     print("\nascend-run: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0 if set(counts) <= {"match"} else 1
@@ -1104,4 +1435,4 @@ def cli(args) -> int:
     except ascend.ToolMissing as e:
         print(e)
         return 2
-    return main((args.targets or "Ascend910B2,Ascend910_9391").split(","), args.kernels, args.quiet)
+    return main((args.targets or "Ascend910B2,Ascend910_9391").split(","), args.kernels, args.quiet, args.jobs)

@@ -1,6 +1,28 @@
-/* The one MLIR C-runner-utils symbol the lowered kernels call: memrefCopy for non-contiguous memref.copy. */
+/* What the lowered kernels call besides libc: MLIR's memrefCopy (non-contiguous memref.copy), the allocation
+   functions of --finalize-memref-to-llvm=use-generic-functions, and __truncsfbf2. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* every local buffer (memref.alloc) starts filled with this byte: the runner sets it, runs twice, compares */
+unsigned char atlas_poison = 0;
+
+void *_mlir_memref_to_llvm_alloc(size_t size) {
+  void *p = malloc(size ? size : 1);
+  if (p)
+    memset(p, atlas_poison, size);
+  return p;
+}
+
+void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size) {
+  void *p = NULL;
+  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size ? size : 1) != 0)
+    return NULL;
+  memset(p, atlas_poison, size);
+  return p;
+}
+
+void _mlir_memref_to_llvm_free(void *p) { free(p); }
 
 typedef struct { int64_t rank; void *desc; } UnrankedMemRef;
 typedef struct { char *base; char *data; int64_t offset; int64_t sizes_and_strides[]; } MemRefDescriptor;
