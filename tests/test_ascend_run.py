@@ -6,7 +6,8 @@ from test_checks import ROOT, ascend_python
 
 # Runs in the triton-ascend env: an off-by-one store mask compiles for Ascend910B2 (the compile check passes)
 # but the CPU run of the compiled IR writes one element too many; the correct mask matches byte for byte. The same
-# for a tl.dot kernel, run at the HFusion level: its int32 product is exact, the wrong mask writes row M.
+# for a tl.dot kernel, run at the HFusion level: its int32 product is exact, the wrong mask writes row M. And a kernel
+# whose programs all store to one place fails: the second run, blocks in reverse order, leaves another value.
 SCRIPT = '''
 import torch, triton, triton.language as tl
 from atlas_kernels.autotune import KernelSpec, Variant, get_target
@@ -67,6 +68,20 @@ for wrong in (False, True):
     ascend_run.CpuKernel(*ascend_run.build(linalg, target.name, target.ub_bytes, cube=True))(grid, [a, b, c, m, n, k])
     exact = torch.equal(c[:m], (a.long() @ b.long()).int())
     print(f"dot wrong={wrong} compiles={compiled} exact={exact} row_m_written={bool((c[m] != -1).any())}")
+
+# every program stores its id to one place: on hardware the last to arrive wins; the reversed second run sees it
+@triton.jit
+def race_kernel(out_ptr, BLOCK: tl.constexpr):
+    tl.store(out_ptr + tl.arange(0, BLOCK), tl.zeros((BLOCK,), tl.int32) + tl.program_id(0))
+
+v = Variant("i32", {"out_ptr": "*i32"}, {})
+spec = KernelSpec("test.race", race_kernel, [v], lambda t, v: [{"BLOCK": 64}], lambda t, v: {"BLOCK": 64})
+linalg = ascend.lower(Job(spec, v, target, {"BLOCK": 64}, True))
+try:
+    ascend_run.CpuKernel(*ascend_run.build(linalg, target.name, target.ub_bytes))((4,), [torch.zeros(64, dtype=torch.int32)])
+    print("race: not caught")
+except ascend_run.LaunchError as e:
+    print("race:", "caught" if "order the blocks run in" in str(e) else str(e))
 '''
 
 
@@ -82,4 +97,5 @@ def test_off_by_one_masks_compile_but_the_cpu_run_catches_them(tmp_path):
     assert lines == ["wrong=False compiles=True matches=True changed_past_n=0",
                      "wrong=True compiles=True matches=False changed_past_n=1",
                      "dot wrong=False compiles=True exact=True row_m_written=False",
-                     "dot wrong=True compiles=True exact=True row_m_written=True"], proc.stdout
+                     "dot wrong=True compiles=True exact=True row_m_written=True",
+                     "race: caught"], proc.stdout

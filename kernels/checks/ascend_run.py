@@ -10,9 +10,10 @@ multi-buffering and the sync flags are in. Then:
    packs 8 to a byte and the CPU stores one per byte, get their own pool at 8x the offset;
 2. ``bishengir-opt --execution-engine-convert-hivm-to-upstream`` and the upstream lowering passes turn it
    into the LLVM dialect, triton-ascend's bundled LLVM into an x86 object, gcc into a shared library;
-3. each block (and each vector sub-block) is one ctypes call, in order, with its own pools filled with a
-   poison byte. Every launch runs twice, pools poisoned 0x00 and 0xFF: outputs that differ read an
-   uninitialised UB byte. GM tensors are copied into buffers with guard bytes on both sides: a store
+3. each block (and each vector sub-block) is one ctypes call, with its own pools filled with a poison
+   byte. Every launch runs twice: blocks in order with pools poisoned 0x00, then in reverse order with 0xFF.
+   Outputs that differ read an uninitialised UB byte, or depend on the order of the blocks (a third run
+   tells which). GM tensors are copied into buffers with guard bytes on both sides: a store
    outside a tensor's span fails the launch.
 
 Kernels with ``tl.dot`` (the cube unit) cannot run at that level: ``nd2nz``, ``mmadL1``, ``fixpipe`` and the
@@ -1019,11 +1020,11 @@ class CpuKernel:
                     buf[GUARD:GUARD + raw.size] = raw
                     storages[key] = (raw, buf, buf.copy())
                 views.append((key, a.storage_offset() * a.element_size()))
-        work = {k: np.zeros(1 << 16, np.uint8) for k in ("lock", "workspace")}
-        results = []
-        for poison in POISON:
+        def run(poison: int, reverse: bool) -> list:
+            """GM outputs of the launch with on-chip memory poisoned ``poison``, blocks in (reverse) order."""
             for raw, buf, initial in storages.values():
                 buf[:] = initial
+            work = {k: np.zeros(1 << 16, np.uint8) for k in ("lock", "workspace")}
             pools = [np.full(max(n, 1), poison, np.uint8) for _, n in self.abi.pools]
             flat, it = [], iter(views)
             vals = iter(list(args) + list(grid) + pid)
@@ -1042,24 +1043,32 @@ class CpuKernel:
             n_blocks = grid[0] * grid[1] * grid[2]
             subs = SUB_BLOCKS if self.abi.uses_sub_block else 1
             self.poison.value = poison  # local buffers (memref.alloc) start as this byte
-            for blk in range(n_blocks):
+            order = [(blk, sub) for blk in range(n_blocks) for sub in range(1 if pid else subs)]
+            for blk, sub in reversed(order) if reverse else order:
                 if pid:
                     ids = (blk % grid[0], blk // grid[0] % grid[1], blk // (grid[0] * grid[1]))
                     self.fn(*flat[:-3], *(ctypes.c_int32(v) for v in ids))
                     continue
-                for sub in range(subs):
-                    for p in pools:
-                        p[:] = poison
-                    self.fn(*flat, *sum((_desc(p.ctypes.data, p.size) for p in pools), []),
-                            *(ctypes.c_int64(v) for v in (blk, n_blocks, sub, subs)))
+                for p in pools:
+                    p[:] = poison
+                self.fn(*flat, *sum((_desc(p.ctypes.data, p.size) for p in pools), []),
+                        *(ctypes.c_int64(v) for v in (blk, n_blocks, sub, subs)))
             for raw, buf, initial in storages.values():
                 if (buf[:GUARD] != 0xA5).any() or (buf[-GUARD:] != 0xA5).any():
                     raise LaunchError(f"{self.abi.name}: a store landed outside a tensor's storage")
-            results.append([buf[GUARD:-GUARD].copy() for _, buf, _ in storages.values()])
-        for a, b in ((a, b) for other in results[1:] for a, b in zip(results[0], other)):
-            if not np.array_equal(a, b):
-                raise LaunchError(f"{self.abi.name}: GM output differs between UB poisoned 0x00 and 0xFF "
-                                  f"({int((a != b).sum())} bytes): the kernel reads on-chip memory it never wrote")
+            return [buf[GUARD:-GUARD].copy() for _, buf, _ in storages.values()]
+
+        def differ(xs, ys) -> int:
+            return sum(int((x != y).sum()) for x, y in zip(xs, ys))
+
+        # blocks in order with poison 0x00, then in reverse with 0xFF; a third run tells which change mattered
+        results = [run(POISON[0], False), run(POISON[1], True)]
+        if differ(*results):
+            if differ(results[0], run(POISON[1], False)):
+                raise LaunchError(f"{self.abi.name}: GM output differs between on-chip memory poisoned 0x00 and 0xFF "
+                                  f"({differ(*results)} bytes): the kernel reads on-chip memory it never wrote")
+            raise LaunchError(f"{self.abi.name}: GM output depends on the order the blocks run in "
+                              f"({differ(*results)} bytes)")
         for (raw, _, _), out in zip(storages.values(), results[-1]):
             raw[:] = out
 
@@ -1092,9 +1101,10 @@ class Launcher:
         # any tensor for a pointer its constexprs leave unused), the one being checked if it is among them
         matches = [v for v in spec.variants if all(constexpr.get(k) == c for k, c in v.constexprs.items())]
         typed = [v for v in matches if all(_TT.get(str(values[n].dtype)) == t for n, t in v.types.items()
-                                           if isinstance(values.get(n), torch.Tensor))] or matches
-        preferred = [v for v in typed if v.label == self.prefer]
-        variant = (preferred or typed)[0] if preferred or len(typed) == 1 or typed is not matches else None
+                                           if isinstance(values.get(n), torch.Tensor))]
+        candidates = typed or matches
+        preferred = [v for v in candidates if v.label == self.prefer]
+        variant = (preferred or candidates)[0] if preferred or typed or len(matches) == 1 else None
         if variant is None:
             got = {k: c for k, c in constexpr.items() if k in spec.variants[0].constexprs}
             raise Unsupported(f"{name}: no registered variant matches this launch ({got})")
