@@ -68,7 +68,7 @@ def shipped_configs(spec: KernelSpec, variant: Variant, target: Target) -> list:
     return configs
 
 
-def jobs(target_names, full: bool = False, prefix: str = "", sample: int = 2, extra_specs=(),
+def jobs(target_names, full: bool = False, prefix: "str | tuple" = "", sample: int = 2, extra_specs=(),
          candidates: bool = False) -> list:
     """Every (kernel, variant, target, config) to check: shipped configs plus a sample of each space.
 

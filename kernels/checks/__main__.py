@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
     parser.add_argument("--kernels", default="", help="only kernels whose name starts with this")
     parser.add_argument("--full", action="store_true", help="every config of every space, not a sample")
-    parser.add_argument("--sample", type=int, default=2, help="configs sampled per space besides the shipped one")
+    parser.add_argument("--sample", type=int, help="configs sampled per space besides the shipped ones (default: 2; "
+                        "ascend-run: 0)")
     parser.add_argument("--include-negative-control", action="store_true",
                         help="also check the negative controls as ordinary jobs (they must fail)")
     parser.add_argument("--all-socs", action="store_true",
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
             print("--write-verdicts is for the ascend check")
             return 2
         targets = targets[:1]
-    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=args.sample, extra_specs=extra,
+    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=2 if args.sample is None else args.sample,
+                extra_specs=extra,
                 candidates=args.write_verdicts)
 
     if args.check == "ascend":  # the check must be able to fail: on a CUDA-only call and on a UB overflow

@@ -1408,23 +1408,21 @@ def _run_index(i: int) -> tuple:
     return run_job(_JOBS[i])  # jobs hold jit functions, which do not pickle: forked workers take them by index
 
 
-def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1) -> int:
+def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1, sample: int = 0,
+         full: bool = False) -> int:
     """Every shipped config of every kernel with a case (names starting with one of the comma-separated
-    ``prefix``es), on each target, in ``workers`` forked processes: print a table, return 0 if all match."""
+    ``prefix``es), plus ``sample`` other configs of each space (``full``: all of them), on each target, in
+    ``workers`` forked processes: print a table, return 0 if all match."""
     import concurrent.futures
     import multiprocessing
-    from ..autotune import KERNELS, get_target
-    from . import Job, print_table, shipped_configs
-    _JOBS[:] = [Job(spec, variant, get_target(tname), config, True)
-                for tname in targets for name, spec in sorted(KERNELS.items())
-                if name.startswith(tuple(prefix.split(","))) for variant in spec.variants
-                for config in shipped_configs(spec, variant, get_target(tname))]
+    from . import jobs, print_table
+    _JOBS[:] = jobs(targets, full=full, prefix=tuple(prefix.split(",")), sample=sample)
     rows, counts = [], {}
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
         for job, (status, detail, secs) in zip(_JOBS, pool.map(_run_index, range(len(_JOBS)), chunksize=1)):
             counts[status] = counts.get(status, 0) + 1
-            level = " (HFusion level)" if job.spec.uses_dot else ""
+            level = (" (HFusion level)" if job.spec.uses_dot else "") + ("" if job.shipped else " (sampled config)")
             if not (quiet and status == "match"):
                 rows.append([status, job.label, f"{secs:.1f}s", (detail + level)[:300]])
     _JOBS.clear()
@@ -1434,7 +1432,8 @@ def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1)
 
 
 def cli(args) -> int:
-    """``python -m atlas_kernels.checks ascend-run`` (the shared --targets / --kernels / -q options)."""
+    """``python -m atlas_kernels.checks ascend-run`` (the shared --targets / --kernels / --sample / --full / --jobs /
+    -q options)."""
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from .. import _backend
     if _backend.TRITON_FLAVOUR != "triton-ascend":
@@ -1445,4 +1444,5 @@ def cli(args) -> int:
     except ascend.ToolMissing as e:
         print(e)
         return 2
-    return main((args.targets or "Ascend910B2,Ascend910_9391").split(","), args.kernels, args.quiet, args.jobs)
+    return main((args.targets or "Ascend910B2,Ascend910_9391").split(","), args.kernels, args.quiet, args.jobs,
+                args.sample or 0, args.full)
