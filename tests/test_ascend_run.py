@@ -82,6 +82,23 @@ try:
     print("race: not caught")
 except ascend_run.LaunchError as e:
     print("race:", "caught" if "order the blocks run in" in str(e) else str(e))
+
+# a construct the CPU path cannot run is refused by name: a float cumsum (its summation order is not known)
+@triton.jit
+def cumsum_kernel(a_ptr, b_ptr, c_ptr, BLOCK: tl.constexpr):
+    r = tl.arange(0, BLOCK)
+    a = tl.load(a_ptr + r[:, None] * BLOCK + r[None, :])
+    acc = tl.dot(a, tl.load(b_ptr + r[:, None] * BLOCK + r[None, :]))
+    tl.store(c_ptr + r[:, None] * BLOCK + r[None, :], tl.cumsum(acc, axis=1))
+
+v = Variant("f16", {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp32"}, {})
+spec = KernelSpec("test.cumsum", cumsum_kernel, [v], lambda t, v: [{"BLOCK": 32}], lambda t, v: {"BLOCK": 32},
+                  uses_dot=True)
+try:
+    ascend_run.build(ascend.lower(Job(spec, v, target, {"BLOCK": 32}, True)), target.name, target.ub_bytes, cube=True)
+    print("cumsum: built")
+except ascend_run.Unsupported as e:
+    print("cumsum:", str(e))
 '''
 
 
@@ -98,4 +115,5 @@ def test_off_by_one_masks_compile_but_the_cpu_run_catches_them(tmp_path):
                      "wrong=True compiles=True matches=False changed_past_n=1",
                      "dot wrong=False compiles=True exact=True row_m_written=False",
                      "dot wrong=True compiles=True exact=True row_m_written=True",
-                     "race: caught"], proc.stdout
+                     "race: caught",
+                     "cumsum: hfusion.cumsum on f32: the order of a float sum is not known"], proc.stdout
