@@ -675,51 +675,51 @@ EXPANSIONS["hivm.hir.vreduce"] = _vreduce
 
 
 # ---------------------------------------------------------------- HFusion ops (cube kernels' level) without a CPU form
-def _hfusion_cast(indent: str, line: str, uid: int) -> list:
-    """``hfusion.cast {cast, round_mode, enable_overflow} ins(..) outs(..)`` on memrefs: the same conversion as
-    ``hivm.hir.vcast`` (what it becomes on the NPU), so both levels saturate float -> int with NaN -> 0."""
-    m = re.match(r"(\s*)hfusion\.cast (\{.*?\}) (ins\(.*)$", line)
+def _parse_hfusion(line: str) -> tuple:
+    """(name, {attribute: word}, parse_hivm_op fields) of ``hfusion.<name> {attrs} ins(..) outs(..)`` on memrefs."""
+    m = re.match(r"\s*hfusion\.(\w+) (?:(\{.*?\}) )?(ins\(.*)$", line)
     if not m:
-        raise Unsupported(f"unexpected hfusion.cast form: {line.strip()}")
-    attrs = {}
-    for field in split_top(m.group(2)[1:-1]):
+        raise Unsupported(f"unexpected form: {line.strip()}")
+    name, attrs = m.group(1), {}
+    for field in split_top((m.group(2) or "{}")[1:-1]):
         key, _, value = field.partition("=")
-        attrs[key.strip()] = value.strip()
+        attrs[key.strip()] = _attr_word(value.strip())
+    op = parse_hivm_op(f"hivm.hir.{name} " + m.group(3))
+    if op["attrs"] or op["kind"] or len(op["outs"]) != 1:
+        raise Unsupported(f"hfusion.{name} with {op['attrs']}: {line.strip()}")
+    return name, attrs, op
+
+
+def _hfusion_cast(indent: str, line: str, uid: int) -> list:
+    """``hfusion.cast {cast, round_mode, enable_overflow} ins(..) outs(..)``: the conversion of ``hivm.hir.vcast``
+    (what it becomes on the NPU), so both levels saturate float -> int with NaN -> 0."""
+    _, attrs, op = _parse_hfusion(line)
     if set(attrs) - {"cast", "round_mode", "enable_overflow"}:
         raise Unsupported(f"hfusion.cast attributes {sorted(attrs)}: {line.strip()}")
-    op = parse_hivm_op("hivm.hir.vcast " + m.group(3))
-    src, dst = parse_memref(op["ins"][0][1])[1], parse_memref(op["outs"][0][1])[1]
+    (dst, dst_ty), = op["outs"]
+    src, delem = _elem(op["ins"][0][1]), parse_memref(dst_ty)[1]
     # enable_overflow: out-of-range float -> int wraps instead of saturating; fine only where nothing is out of range
-    if attrs.get("enable_overflow") == "true" and _is_float(src) and not _is_float(dst) \
-            and not (src == "f16" and dst in ("i32", "i64")):
-        raise Unsupported(f"hfusion.cast {src} -> {dst} with enable_overflow: {line.strip()}")
-    hivm = (f"hivm.hir.vcast {m.group(3)} round_mode = {attrs.get('round_mode', '<rint>')} "
-            f"cast = {attrs.get('cast', '<cast_signed>')}")
-    return _elementwise(indent, indent + hivm, uid)
+    if attrs.get("enable_overflow") == "true" and _is_float(src) and not _is_float(delem) \
+            and not (src == "f16" and delem in ("i32", "i64")):
+        raise Unsupported(f"hfusion.cast {src} -> {delem} with enable_overflow: {line.strip()}")
+    body = _cast_body(src, delem, attrs.get("round_mode"), attrs.get("cast"), line)
+    return _generic(indent, uid, op["ins"], dst, dst_ty, body, False, line)
 
 
 def _hfusion_atomic_rmw(indent: str, line: str, uid: int) -> list:
     """``hfusion.atomic_rmw ins(%v) outs(%gm) atomic_kind = <add>``: gm += v. Blocks run one after another, so a
     plain read-modify-write is what the atomic computes; atomicity itself is not checked."""
-    m = re.fullmatch(r"\s*hfusion\.atomic_rmw ins\((%[\w$.-]+) : (memref<.*>)\) outs\((%[\w$.-]+) : (memref<.*>)\) "
-                     r"atomic_kind = <(\w+)>", line)
-    if not m or m.group(5) != "add":
+    m = re.fullmatch(r"\s*hfusion\.atomic_rmw (ins\(.*\)) atomic_kind = <(\w+)>", line)
+    if not m or m.group(2) != "add":
         raise Unsupported(f"hfusion.atomic_rmw form: {line.strip()}")
-    src, src_ty, dst, dst_ty = m.group(1, 2, 3, 4)
-    dims, elem, _, _ = parse_memref(dst_ty)
-    if parse_memref(src_ty)[:2] != (dims, elem):
+    op = parse_hivm_op("hivm.hir.atomic_rmw " + m.group(1))
+    (src, src_ty), = op["ins"]
+    (dst, dst_ty), = op["outs"]
+    elem = parse_memref(dst_ty)[1]
+    if op["attrs"] or parse_memref(src_ty)[1] != elem:
         raise Unsupported(f"hfusion.atomic_rmw between {src_ty} and {dst_ty}: {line.strip()}")
-    rank = ", ".join(f"d{i}" for i in range(len(dims)))
-    ident = f"affine_map<({rank}) -> ({rank})>"
     add = "arith.addf" if _is_float(elem) else "arith.addi"
-    iters = ", ".join(['"parallel"'] * len(dims))
-    p = f"%atlas_g{uid}_"
-    return [f"{indent}linalg.generic {{indexing_maps = [{ident}, {ident}], iterator_types = [{iters}]}} "
-            f"ins({src} : {src_ty}) outs({dst} : {dst_ty}) {{",
-            f"{indent}^bb0({p}a: {elem}, {p}old: {elem}):",
-            f"{indent}  {p}r = {add} {p}old, {p}a : {elem}",
-            f"{indent}  linalg.yield {p}r : {elem}",
-            f"{indent}}}"]
+    return _generic(indent, uid, op["ins"], dst, dst_ty, [f"%r = {add} %out, %a : {elem}"], False, line)
 
 
 def _hfusion_atomic_xchg(indent: str, line: str, uid: int) -> list:
@@ -738,16 +738,7 @@ _HF_BINARY = {"shli": "shli", "shrsi": "shrsi", "shrui": "shrui", "vand": "andi"
 def _hfusion_elementwise(indent: str, line: str, uid: int) -> list:
     """hfusion.elemwise_binary / elemwise_unary / compare / select / bitcast on memrefs, as a linalg.generic with
     our scalar semantics (``--linalg-generalize-named-ops`` is not used: its vnot is the identity in 1.2.0)."""
-    m = re.match(r"\s*hfusion\.(\w+) (?:(\{.*?\}) )?(ins\(.*)$", line)
-    if not m:
-        raise Unsupported(f"unexpected form: {line.strip()}")
-    name, attrs = m.group(1), {}
-    for field in split_top((m.group(2) or "{}")[1:-1]):
-        key, _, value = field.partition("=")
-        attrs[key.strip()] = _attr_word(value.strip())
-    op = parse_hivm_op(f"hivm.hir.{name} " + m.group(3))
-    if op["attrs"] or op["kind"] or len(op["outs"]) != 1:
-        raise Unsupported(f"hfusion.{name} with {op['attrs']}: {line.strip()}")
+    name, attrs, op = _parse_hfusion(line)
     (dst, dst_ty), = op["outs"]
     delem, a_ty = parse_memref(dst_ty)[1], _elem(op["ins"][0][1])
     fun = attrs.get("fun") or attrs.get("compare_fn")
@@ -1077,6 +1068,12 @@ _TT = {"torch.int32": "*i32", "torch.uint8": "*u8", "torch.int8": "*i8", "torch.
        "torch.int64": "*i64", "torch.float16": "*fp16", "torch.bfloat16": "*bf16", "torch.float32": "*fp32"}
 
 
+def _torch_dtype(pointer_type: str):
+    """'*fp16' -> torch.float16: the element dtype of a variant's pointer type (the inverse of _TT)."""
+    import torch
+    return getattr(torch, next(t for t, p in _TT.items() if p == pointer_type).removeprefix("torch."))
+
+
 class Launcher:
     """Stands in for ``_backend.launch``: builds (cached) and runs each launch on the CPU for ``target``."""
 
@@ -1183,24 +1180,22 @@ def _rope_case(label: str):
     from ..reference import rope_quant_kvcache as ref
     v = next(v for v in KERNELS["dequant_rope_quant_kvcache.fused"].variants if v.label == label)
     c, ty = v.constexprs, v.types
-    dt = {"*i32": torch.int32, "*i64": torch.int64, "*fp16": torch.float16, "*bf16": torch.bfloat16,
-          "*fp32": torch.float32}
     g = torch.Generator().manual_seed(0)
     b, s, nq, nkv, d = 2, 3, 4, 2, 2 * c["BLOCK_D2"]
     h = (nq + 2 * nkv) * d
     if c["DEQUANT"]:
         x = torch.randint(-3000, 3000, (b, s, h), dtype=torch.int32, generator=g)
     else:
-        x = (torch.randn((b, s, h), generator=g) * 2).to(dt[ty["x_ptr"]])
+        x = (torch.randn((b, s, h), generator=g) * 2).to(_torch_dtype(ty["x_ptr"]))
     angle = torch.rand((b, s, 1, d), generator=g) * 6.3
-    cos, sin = angle.cos().to(dt[ty["cos_ptr"]]), angle.sin().to(dt[ty["cos_ptr"]])
+    cos, sin = angle.cos().to(_torch_dtype(ty["cos_ptr"])), angle.sin().to(_torch_dtype(ty["cos_ptr"]))
     if c["PAGE"]:
         c1, c2 = 3, 4
         indices = torch.randperm(c1 * c2, generator=g)[: b * s]
     else:
         c1, c2 = b + 1, s + 5
         indices = torch.randint(0, c2 - s + 1, (b,), generator=g)
-    indices = indices.to(dt[ty["idx_ptr"]])
+    indices = indices.to(_torch_dtype(ty["idx_ptr"]))
     k_cache = torch.randint(-128, 128, (c1, c2, nkv, d), dtype=torch.int8, generator=g)
     v_cache = torch.randint(-128, 128, (c1, c2, nkv, d), dtype=torch.int8, generator=g)
     kw = {"cache_mode": "page" if c["PAGE"] else "contiguous", "kv_output": bool(c["KV_OUT"])}
@@ -1211,7 +1206,7 @@ def _rope_case(label: str):
         if c["BIAS"] == 1:
             kw["bias"] = torch.randint(-200, 200, (h,), dtype=torch.int32, generator=g)
         elif c["BIAS"] == 2:
-            kw["bias"] = torch.randn(h, generator=g).to(dt[ty["bias_ptr"]])
+            kw["bias"] = torch.randn(h, generator=g).to(_torch_dtype(ty["bias_ptr"]))
     if c["HAS_OFF_K"]:
         kw["offset_k"] = torch.randn(nkv, d, generator=g) * 3
     if c["HAS_OFF_V"]:
@@ -1279,10 +1274,9 @@ def _qmm_case(label: str):
     qm, cm = (importlib.import_module(f"..{mod}", __package__) for mod in ("quant_matmul", "compress_matmul"))
     v = next(v for v in KERNELS["quant_matmul.gemm"].variants if v.label == label)
     c, ty = v.constexprs, v.types
-    dt = {"*i8": torch.int8, "*i32": torch.int32, "*i64": torch.int64, "*fp16": torch.float16,
-          "*bf16": torch.bfloat16, "*fp32": torch.float32}
     group_k = c["GROUP_K"]
-    m, k, n = 5 if label.endswith("-decode") else 37, 1024 if label.endswith("-decode") else 304, 200
+    decode = label.endswith("-decode")
+    m, k, n = 5 if decode else 37, 1024 if decode else 304, 200
     k = 2 * group_k if group_k else k
     g = torch.Generator().manual_seed(0)
 
@@ -1291,12 +1285,12 @@ def _qmm_case(label: str):
 
     def scales(*size):
         return torch.rand(size, generator=g) * 2e-3 + 1e-4
-    out = dt[ty["out_ptr"]]
+    out = _torch_dtype(ty["out_ptr"])
     bias = None
     if c["BIAS_MODE"] == qm.BIAS_INT.value:
         bias = ints(-20000, 20000, n)
     elif c["BIAS_MODE"] == qm.BIAS_FLOAT.value:
-        bias = (torch.randn(n, generator=g) * 10).to(dt[ty["bias_ptr"]])
+        bias = (torch.randn(n, generator=g) * 10).to(_torch_dtype(ty["bias_ptr"]))
     if c["B_FORMAT"] == qm.B_SPARSE.value:
         x1, w = ints(-128, 128, m, k).to(torch.int8), ints(-128, 128, n, k).to(torch.int8)
         x2, index, info = compress_weight(w)
@@ -1325,7 +1319,7 @@ def _qmm_case(label: str):
     elif ty["scale_ptr"] == "*i64":
         scale = ref.trans_quant_param(scales(n), offset if c["OFFSET_MODE"] == qm.OFFSET_FROM_SCALE.value else None)
     else:
-        scale = scales(n).to(dt[ty["scale_ptr"]])
+        scale = scales(n).to(_torch_dtype(ty["scale_ptr"]))
     if c["OFFSET_MODE"] == qm.OFFSET_TENSOR.value:
         kw["offset"] = offset
     if c["HAS_PERTOKEN"]:
