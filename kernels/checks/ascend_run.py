@@ -1378,6 +1378,8 @@ def run_job(job) -> tuple:
         return "unsupported", str(e), time.time() - start
     except LaunchError as e:
         return "MISMATCH", str(e), time.time() - start
+    except Exception as e:  # noqa: BLE001 - the adapter, bishengir, LLVM or gcc failed: report it, keep the others
+        return "error", ascend._first_error(e), time.time() - start
     ran = [k for k in launcher.launched if k[0] == job.spec.name]
     if not ran or ran[0][1] != job.variant.label:
         return "error", f"the op launched {launcher.launched}, not {job.spec.name}[{job.variant.label}]", \
