@@ -19,8 +19,9 @@ from atlas_kernels.reference import rope_quant_kvcache as rope_ref
 from atlas_kernels.testing import kernel_ran
 
 # the modules (the package re-exports functions of the same names)
-cm_mod, int4_mod, nsa_mod, qmm_mod, rope_mod = (importlib.import_module(f"atlas_kernels.{m}") for m in (
-    "compress_matmul", "int4_pack", "nsa_compress", "quant_matmul", "rope_quant_kvcache"))
+cm_mod, int4_mod, nsa_mod, qmm_mod, rope_mod, dq_mod, arnq_mod = (importlib.import_module(f"atlas_kernels.{m}") for m in (
+    "compress_matmul", "int4_pack", "nsa_compress", "quant_matmul", "rope_quant_kvcache", "dynamic_quant",
+    "add_rms_norm_quant"))
 
 FLOAT16S = [torch.float16, torch.bfloat16]
 
@@ -228,6 +229,19 @@ def _opcheck_calls(device):
             dyadic((2, 2, 8), 3, -3, 52, torch.float16).to(device), nsa_x, nsa_w, 32, 16, actual_seq_len=[48])),
         "dequant_rope_quant_kvcache": (rope_mod, lambda: ak.dequant_rope_quant_kvcache(
             *(t.to(device) for t in rope_args), [nq * d, nkv * d, nkv * d], kv_output=True)),
+        "dynamic_quant": (dq_mod, lambda: ak.npu_dynamic_quant(
+            dyadic((6, 40), 5, -2, 61, torch.float16).to(device),
+            smooth_scales=dyadic((40,), 3, -3, 62, torch.float16).to(device))),
+        "quantize": (dq_mod, lambda: ak.npu_quantize(
+            dyadic((6, 40), 5, -2, 63, torch.float16).to(device), torch.full((40,), 0.25, device=device),
+            dyadic((40,), 3, 0, 64).to(torch.int32).to(device), torch.qint8, axis=-1)),
+        "add_rms_norm_dynamic_quant": (arnq_mod, lambda: ak.npu_add_rms_norm_dynamic_quant(
+            dyadic((6, 40), 5, -2, 53, torch.float16).to(device), dyadic((6, 40), 5, -2, 54, torch.float16).to(device),
+            dyadic((40,), 3, -3, 55, torch.float16).to(device), beta=dyadic((40,), 3, -4, 56, torch.float16).to(device))),
+        "add_rms_norm_quant": (arnq_mod, lambda: ak.npu_add_rms_norm_quant(
+            dyadic((6, 40), 5, -2, 57, torch.float16).to(device), dyadic((6, 40), 5, -2, 58, torch.float16).to(device),
+            dyadic((40,), 3, -3, 59, torch.float16).to(device), torch.full((40,), 0.125, device=device),
+            dyadic((40,), 3, 0, 60).to(torch.int32).to(device))),
         # tensor actual_seq_len: called directly, not through call_op (module None: the lambda gives the args)
         "nsa_compress_varlen": (None, lambda: (nsa_x, nsa_w, 32, 16, torch.tensor([48]))),
         "nsa_compress_grad_varlen": (None, lambda: (dyadic((2, 2, 8), 3, -3, 52, torch.float16).to(device), nsa_x,
@@ -242,7 +256,8 @@ def test_opcheck_covers_every_custom_op(device):
 
 @pytest.mark.parametrize("name", ["quant_matmul", "matmul_compress_dequant", "convert_weight_to_int4pack",
                                   "unpack_int4", "nd_to_nz", "nz_to_nd", "nsa_compress", "nsa_compress_grad",
-                                  "nsa_compress_varlen", "nsa_compress_grad_varlen", "dequant_rope_quant_kvcache"])
+                                  "nsa_compress_varlen", "nsa_compress_grad_varlen", "dequant_rope_quant_kvcache",
+                                  "dynamic_quant", "quantize", "add_rms_norm_dynamic_quant", "add_rms_norm_quant"])
 def test_opcheck(device, monkeypatch, name):
     module, call = _opcheck_calls(device)[name]
     if module is None:
@@ -254,6 +269,7 @@ def test_opcheck(device, monkeypatch, name):
 
 
 # ------------------------------------------------------------------------------------------ device selection
+@pytest.mark.host
 def test_select_test_device():
     select = conftest.select_test_device
     assert select(None, False, False) == "cpu"

@@ -1337,6 +1337,10 @@ CASES = {f"int4_pack.{k}": (lambda k: lambda label: _int4_case(k, label))(k)
          for k in ("pack", "unpack", "nd_to_nz", "nz_to_nd")}
 CASES["dequant_rope_quant_kvcache.fused"] = _rope_case
 CASES["quant_matmul.gemm"] = _qmm_case
+CASES["add_rms_norm_quant.fused"] = lambda label: __import__(
+    f"{__package__}.cases_add_rms_norm_quant", fromlist=["case"]).case("add_rms_norm_quant.fused", label)
+CASES.update({k: (lambda k: lambda label: __import__(f"{__package__}.cases_dynamic_quant", fromlist=["case"])
+                  .case(k, label))(k) for k in ("dynamic_quant.rowwise", "quantize.static")})
 CASES.update({f"nsa_compress.{k}": (lambda k: lambda label: _nsa_case(k, label))(k)
               for k in ("fwd", "bwd", "dw_reduce")})
 
