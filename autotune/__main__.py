@@ -241,7 +241,12 @@ def measure_cli(args) -> int:
             unwritten += 1
             continue
         cut += not res.complete
-        store.merge_into(out_dir, target.name, [entry_of(res, spec, device)])
+        try:
+            store.merge_into(out_dir, target.name, [entry_of(res, spec, device)])
+        except store.StoreError as e:  # every later group would fail the same way: stop, say so, exit nonzero
+            progress.close()
+            print(f"tune: {e}; {len(rows)} entries were written before this", file=sys.stderr)
+            return 1
         d_ms = res.default_ms
         failed = sum(ms is None for _, ms, _ in res.times)
         rows.append([spec.name, variant.label, _fmt_config(shape), _fmt_config(best[1]), f"{best[0]:.4f}",

@@ -19,9 +19,17 @@ $XDG_CACHE_HOME/atlas_kernels, else ~/.cache/atlas_kernels), then the shipped
 store (this package's configs/), then KernelSpec.default. In each store the
 exact shape bucket wins over a shape-less entry.
 
+When files are read: once per process (the first lookup per target), so a tuner in another process cannot
+change the config a running server launches with. Changing ATLAS_KERNELS_CONFIG_DIR / XDG_CACHE_HOME in the
+process, ``invalidate()`` and this process's own ``merge_into`` drop the cache. ATLAS_KERNELS_STORE_RELOAD=1
+(a tuning session) also re-stats the files at most every RECHECK_S seconds and re-reads the changed ones.
+
 Robustness rules (documented, tested):
-- an unreadable, non-UTF-8, non-JSON (or too deeply nested), unknown-schema or other-target file: one
-  warning, ignored; an unwritable store directory: merge_into warns and writes nothing;
+- an unreadable, non-UTF-8, non-JSON (or too deeply nested), unknown-schema (``schema`` must be the
+  integer 1, not ``true``) or other-target file, or one whose ``entries`` is not a list: one warning, ignored;
+- merge_into raises StoreError and writes nothing when the store cannot be written (read-only or missing
+  permission, a file where the directory should be) or its existing file cannot be read (it is never
+  overwritten unseen); an existing file that reads but does not parse is moved aside to <file>.corrupt;
 - a malformed entry, or one whose config is not in the kernel's current config
   space (e.g. written by another library version whose space changed): one
   warning, ignored, the lookup falls through;
@@ -53,7 +61,8 @@ from .targets import Target
 SCHEMA = 1
 SHIPPED_DIR = pathlib.Path(__file__).parent / "configs"
 ENV_DIR = "ATLAS_KERNELS_CONFIG_DIR"
-RECHECK_S = 1.0  # how often a plain call re-stats the store files and re-reads the store directories
+ENV_RELOAD = "ATLAS_KERNELS_STORE_RELOAD"
+RECHECK_S = 1.0  # with ENV_RELOAD set: how often a lookup re-stats the store files
 
 
 class StoreWarning(UserWarning):
@@ -144,7 +153,7 @@ def read(path, target: str | None = None) -> list:
         _warn(f"atlas_kernels: tuned-config store {path} is not valid JSON ({type(e).__name__}: not UTF-8, "
               f"malformed or nested too deeply); ignoring it")
         return []
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or isinstance(data.get("schema"), bool):
         schema = data.get("schema") if isinstance(data, dict) else None
         _warn(f"atlas_kernels: tuned-config store {path} has schema {schema!r}, this library reads schema "
               f"{SCHEMA}; ignoring it")
@@ -152,10 +161,14 @@ def read(path, target: str | None = None) -> list:
     expected = target or path.stem
     if data.get("target") != expected:
         _warn(f"atlas_kernels: tuned-config store {path} is for target {data.get('target')!r}, not {expected!r}; "
-              f"malformed or nested too deeply); ignoring it")
+              f"ignoring it")
+        return []
+    if not isinstance(data.get("entries"), list):
+        _warn(f"atlas_kernels: tuned-config store {path}: 'entries' must be a list of entries, got "
+              f"{type(data.get('entries')).__name__}; ignoring the file")
         return []
     entries = []
-    for i, raw in enumerate(data.get("entries") if isinstance(data.get("entries"), list) else []):
+    for i, raw in enumerate(data["entries"]):
         try:
             entries.append(Entry.from_json(raw))
         except (ValueError, TypeError) as e:
@@ -163,12 +176,17 @@ def read(path, target: str | None = None) -> list:
     return entries
 
 
+def _order(e: Entry) -> tuple:
+    """Sort key of an entry: buckets may mix ints and strings (``("x", 48)`` next to ``(3,)``)."""
+    return (e.kernel, e.variant, tuple((isinstance(v, str), v) for v in e.bucket))
+
+
 def write(path, target: str, entries) -> None:
     """Atomically replace ``path`` with ``entries`` (temp file in the same directory + os.replace)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": SCHEMA, "target": target,
-            "entries": [e.to_json() for e in sorted(entries, key=lambda e: (e.kernel, e.variant, e.bucket))]}
+            "entries": [e.to_json() for e in sorted(entries, key=_order)]}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -202,20 +220,27 @@ def _locked(path: pathlib.Path):
 def merge_into(directory, target: str, entries) -> pathlib.Path | None:
     """Merge ``entries`` into ``directory``/<target>.json under the lock; return the file.
 
-    An existing file this library cannot read is moved aside to ``<file>.corrupt``
-    (with a warning) rather than overwritten. A directory that cannot be written (read-only, not a
-    directory, no permission): a warning, nothing written, None returned.
+    An existing file that reads but does not parse is moved aside to ``<file>.corrupt`` (with a
+    warning) rather than overwritten. StoreError (nothing written) when the store cannot be written
+    (read-only, not a directory, no permission) or the existing file cannot be read.
     """
     path = store_file(directory, target)
     try:
         return _merge_into(path, target, entries)
     except OSError as e:
-        _warn(f"atlas_kernels: cannot write tuned-config store {path} ({e}); the configs were not saved")
-        return None
+        raise StoreError(f"atlas_kernels: cannot write tuned-config store {path} ({type(e).__name__}: {e}); "
+                         f"the configs were not saved") from e
 
 
 def _merge_into(path: pathlib.Path, target: str, entries) -> pathlib.Path:
     with _locked(path):
+        try:
+            path.read_bytes()  # an existing file we cannot read is never replaced unseen
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreError(f"atlas_kernels: cannot read the existing tuned-config store {path} "
+                             f"({type(e).__name__}: {e}); not overwriting it, the configs were not saved") from e
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             existing = read(path, target)
@@ -284,15 +309,26 @@ def _where() -> tuple:
     return (os.environ.get(ENV_DIR), os.environ.get("XDG_CACHE_HOME"), SHIPPED_DIR)
 
 
+def reload_enabled() -> bool:
+    """Whether ATLAS_KERNELS_STORE_RELOAD asks for store files to be re-read when they change (opt-in)."""
+    return os.environ.get(ENV_RELOAD, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _recheck() -> None:
-    """At most every RECHECK_S: drop the caches if a store file or the store directories changed."""
+    """Drop the caches if the store directories changed (environment); with reloading on, also at most every
+    RECHECK_S if a store file changed on disk."""
+    where = _where()
+    if where != _last_where[0]:
+        _last_where[0] = where
+        invalidate()
+        return
+    if not reload_enabled():
+        return
     now = time.monotonic()
     if now - _last_check[0] < RECHECK_S:
         return
     _last_check[0] = now
-    where = _where()
-    if where != _last_where[0] or any(_signature(p) != sig for p, (sig, _) in list(_files.items())):
-        _last_where[0] = where
+    if any(_signature(p) != sig for p, (sig, _) in list(_files.items())):
         invalidate()
 
 
@@ -321,7 +357,7 @@ def lookup_dirs() -> tuple:
 
 
 def resolve(kernel: str, target: Target, variant: str, shape_key: tuple = ()) -> Choice:
-    """The config for one launch and its origin; cached (stores re-stat'ed at most every RECHECK_S)."""
+    """The config for one launch and its origin; cached (files read once, see the module docstring)."""
     _recheck()
     memo = (kernel, target.name, variant, shape_key)
     hit = _resolved.get(memo)

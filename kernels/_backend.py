@@ -5,14 +5,18 @@ npu -> triton-ascend, cuda -> upstream Triton, cpu -> Triton's interpreter
 when TRITON_INTERPRET=1 was set before import, else the pure-torch reference
 (with a one-time warning).
 
-Under the interpreter, float -> bfloat16 casts are corrected to round to nearest
-even, as GPUs and NPUs do (``_install_interpreter_casts``; README "Correctness").
+Under the interpreter, float -> bfloat16 casts in our launches are corrected to round to
+nearest even, as GPUs and NPUs do (``_install_interpreter_casts``; docs/correctness.md).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
+import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import os
 import warnings
 
@@ -81,34 +85,63 @@ def _to_f32_odd(x: np.ndarray) -> np.ndarray:
     return (y.view(np.uint32) | inexact.astype(np.uint32)).view(np.float32)
 
 
-def _install_interpreter_casts() -> bool:
-    """Make Triton's interpreter round float -> bfloat16 to nearest even, as the hardware does.
+# Which interpreted launches get corrected casts (_install_interpreter_casts): "ours" (default) only kernels launched
+# through `launch` below, "all" every interpreted kernel in the process, "off" none (Triton's own casts everywhere).
+INTERPRETER_CASTS_MODES = ("ours", "all", "off")
+INTERPRETER_CASTS = os.environ.get("ATLAS_KERNELS_INTERPRETER_CASTS", "ours").strip().lower() or "ours"
+if INTERPRETER_CASTS not in INTERPRETER_CASTS_MODES:
+    raise ValueError(f"ATLAS_KERNELS_INTERPRETER_CASTS={INTERPRETER_CASTS!r}; allowed: "
+                     f"{', '.join(INTERPRETER_CASTS_MODES)} (default ours)")
+# Triton versions whose InterpreterBuilder.cast_impl / create_fp_to_fp the correction was written and tested against
+# (their signatures and callers); on any other version Triton is left alone, with a warning.
+INTERPRETER_CASTS_TESTED = ("3.9.",)
+# True while `launch` runs a kernel in this thread / async context: the corrected casts apply there (mode "ours").
+_in_launch: contextvars.ContextVar[bool] = contextvars.ContextVar("atlas_kernels_launch", default=False)
+
+
+def _corrected_here() -> bool:
+    return INTERPRETER_CASTS == "all" or _in_launch.get()
+
+
+def _install_interpreter_casts(version: str | None = None, builder=None) -> bool:
+    """Make Triton's interpreter round float -> bfloat16 to nearest even inside atlas launches, as the hardware does.
 
     Triton 3.9's interpreter converts fp32 -> bf16 by dropping mantissa bits, also with
     fp_downcast_rounding="rtne", turns fp32 subnormals into wrong values and large values into
-    bf16's max instead of inf, and reads bf16 -> int / fp64 as the raw uint16 bits. This replaces
-    ``InterpreterBuilder.cast_impl`` and ``create_fp_to_fp`` for every conversion that involves
-    bfloat16 (and float -> fp16 with an explicit rounding mode); every other conversion keeps
-    Triton's own code. Process-wide (the class is patched once, at import, only when
-    TRITON_INTERPRET=1): the interpreter has one builder class, so a scoped patch would have to
-    swap methods around each launch, which is not thread-safe, and the correction only makes
-    other interpreted kernels match their hardware too. Returns False if Triton's interpreter
-    no longer has these methods (then tests/test_numerics.py fails loudly).
+    bf16's max instead of inf, and reads bf16 -> int / fp64 as the raw uint16 bits. This wraps
+    ``InterpreterBuilder.cast_impl`` and ``create_fp_to_fp``: inside a kernel launched by ``launch``
+    (``ATLAS_KERNELS_INTERPRETER_CASTS=ours``, the default; ``all``: every interpreted kernel) a
+    conversion that involves bfloat16 (or float -> fp16 with an explicit rounding mode) takes our
+    code, anything else calls Triton's originals, so other libraries' interpreted kernels keep
+    Triton's casts. The scope is a ContextVar, so concurrent threads do not see each other's launches.
+
+    Installed only on the Triton versions in ``INTERPRETER_CASTS_TESTED`` and only if a self-check
+    (a known value and a tie cast in a tiny kernel through the patched path, compared with torch)
+    passes; otherwise Triton's methods are put back and a warning says why. Returns whether the
+    correction is active (tests/test_numerics.py fails loudly when it is not).
     """
+    version = TRITON_VERSION if version is None else version
+    if INTERPRETER_CASTS == "off":
+        return False
     try:
         from triton.runtime import interpreter as interp
         from triton._C.libtriton import ir
     except ImportError:  # pragma: no cover - interpreter layout changed
-        return False
-    builder = getattr(interp, "InterpreterBuilder", None)
+        return _casts_not_installed("triton.runtime.interpreter has no InterpreterBuilder")
+    builder = builder or getattr(interp, "InterpreterBuilder", None)
     if builder is None or not hasattr(builder, "cast_impl") or not hasattr(builder, "create_fp_to_fp"):
-        return False  # pragma: no cover
+        return _casts_not_installed("Triton's InterpreterBuilder has no cast_impl / create_fp_to_fp")
     if getattr(builder.cast_impl, "_atlas_kernels_rtne", False):
         return True
+    if not version.startswith(INTERPRETER_CASTS_TESTED):
+        return _casts_not_installed(f"triton {version} is not a version the correction was tested on "
+                                    f"({', '.join(v + 'x' for v in INTERPRETER_CASTS_TESTED)})")
     triton_cast_impl, triton_fp_to_fp = builder.cast_impl, builder.create_fp_to_fp
     Handle = interp.TensorHandle
 
     def cast_impl(self, src, dst_type):
+        if not _corrected_here():
+            return triton_cast_impl(self, src, dst_type)
         src_ty, dst_ty = src.dtype.scalar, dst_type.scalar
         if src_ty == tl.bfloat16 and dst_ty != tl.bfloat16:
             f32 = (np.asarray(src.data).astype(np.uint32) << np.uint32(16)).view(np.float32)
@@ -123,6 +156,8 @@ def _install_interpreter_casts() -> bool:
         return triton_cast_impl(self, src, dst_type)
 
     def create_fp_to_fp(self, src, dst_type, rounding_mode):
+        if not _corrected_here():
+            return triton_fp_to_fp(self, src, dst_type, rounding_mode)
         src_ty, dst_ty = src.dtype.scalar, dst_type.scalar
         down = src_ty in (tl.float32, tl.float64) and dst_ty in (tl.bfloat16, tl.float16)
         if down and rounding_mode in (ir.ROUNDING_MODE.RTNE, ir.ROUNDING_MODE.RTZ):
@@ -137,7 +172,50 @@ def _install_interpreter_casts() -> bool:
     cast_impl._atlas_kernels_rtne = True
     builder.cast_impl, builder.create_fp_to_fp = cast_impl, create_fp_to_fp
     builder._atlas_kernels_triton_casts = (triton_cast_impl, triton_fp_to_fp)  # tests put these back to see the bug
+    problem = _casts_self_check()
+    if problem:
+        builder.cast_impl, builder.create_fp_to_fp = triton_cast_impl, triton_fp_to_fp
+        del builder._atlas_kernels_triton_casts
+        return _casts_not_installed(f"the self-check failed: {problem}")
     return True
+
+
+def _casts_not_installed(why: str) -> bool:
+    warnings.warn(f"atlas_kernels: Triton's interpreter keeps its own float -> bfloat16 casts ({why}), so bf16 "
+                  f"outputs computed on CPU may differ from the hardware's by an ulp (set "
+                  f"ATLAS_KERNELS_INTERPRETER_CASTS=off to silence this)", RuntimeWarning, stacklevel=3)
+    return False
+
+
+# values whose bf16 rounding the truncating cast gets wrong: above a tie (137.50000298 -> 138), ties to even
+# (1.01171875 -> 1.015625, 1.00390625 -> 1.0), overflow to inf, a float32 subnormal
+_SELF_CHECK = (137.50000298, 1.01171875, 1.00390625, 3.4e38, 1e-40, -2.5e-39, 0.0, -7.0)
+
+
+@triton.jit
+def _casts_self_check_kernel(x_ptr, y_ptr, z_ptr, N: tl.constexpr):
+    o = tl.arange(0, N)
+    x = tl.load(x_ptr + o)
+    tl.store(y_ptr + o, x.to(tl.bfloat16))
+    tl.store(z_ptr + o, x.to(tl.bfloat16, fp_downcast_rounding="rtne"))
+
+
+def _casts_self_check() -> str | None:
+    """None if the patched path casts like torch in a kernel launched as ours are; else what went wrong."""
+    x = torch.tensor(_SELF_CHECK, dtype=torch.float32)
+    want = x.to(torch.bfloat16).view(torch.int16)
+    y, z = torch.empty_like(want), torch.empty_like(want)
+    token = _in_launch.set(True)
+    try:
+        _casts_self_check_kernel[(1,)](x, y.view(torch.bfloat16), z.view(torch.bfloat16), N=len(_SELF_CHECK))
+    except Exception as e:  # noqa: BLE001  (a changed interpreter may fail in any way: report it, keep Triton's)
+        return f"{type(e).__name__}: {e}"
+    finally:
+        _in_launch.reset(token)
+    for got, how in ((y, "x.to(bf16)"), (z, "rtne")):
+        if not torch.equal(got, want):
+            return f"{how} of {_SELF_CHECK} gave bits {got.tolist()}, torch {want.tolist()}"
+    return None
 
 
 INTERPRETER_CASTS_CORRECTED = INTERPRETER and TRITON_FLAVOUR == "triton" and _install_interpreter_casts()
@@ -192,16 +270,60 @@ def target_for(device: torch.device) -> Target:
     return detect_target(device)
 
 
+def device_guard(device: torch.device):
+    """Context in which Triton launches on ``device``: ``torch.cuda.device`` / ``torch.npu.device`` (Triton
+    launches on the current device's current stream, not on its arguments' device); a no-op on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    if device.type == "npu":
+        return torch.npu.device(device)
+    return contextlib.nullcontext()
+
+
+def launch_stream(device: torch.device):
+    """Raw handle of the stream a launch on ``device`` runs on (that device's current stream; 0 on CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.current_stream(device).cuda_stream
+    if device.type == "npu":
+        return torch.npu.current_stream(device).npu_stream
+    return 0
+
+
+def _on_tensor_device(fn):
+    """Run ``fn`` (the launch path) inside ``device_guard`` of the first tensor among its arguments, so a model
+    split over cuda:0 and cuda:1 launches each layer on its own device and that device's current stream."""
+    @functools.wraps(fn)
+    def guarded(name, kernel, grid, *args, **kwargs):
+        for t in itertools.chain(args, kwargs.values()):
+            if isinstance(t, torch.Tensor):
+                if t.device.type == "cpu":
+                    break
+                with device_guard(t.device):
+                    return fn(name, kernel, grid, *args, **kwargs)
+        return fn(name, kernel, grid, *args, **kwargs)
+    return guarded
+
+
+@_on_tensor_device
 def launch(name: str, kernel, grid, *args, **kwargs):
     """Launch a kernel and count it (tests assert on ``launches``).
+
+    Runs on the device of its first tensor argument and that device's current stream (``_on_tensor_device``).
 
     FP contraction is off (``enable_fp_fusion=False``): a GPU would otherwise fuse ``a * b + c``
     into one FMA (one rounding), which the interpreter and the torch references never do (two), so
     float outputs could differ by an ulp between CPU and GPU. The interpreter ignores the option.
+    Under the interpreter the kernel runs with the corrected bf16 casts (``_install_interpreter_casts``).
     """
     launches[name] += 1
     kwargs.setdefault("enable_fp_fusion", False)
-    return kernel[grid](*args, **kwargs)
+    if not INTERPRETER_CASTS_CORRECTED:
+        return kernel[grid](*args, **kwargs)
+    token = _in_launch.set(True)  # the interpreter runs the kernel inside this call: our casts apply to it only
+    try:
+        return kernel[grid](*args, **kwargs)
+    finally:
+        _in_launch.reset(token)
 
 
 def persistent_grid(n_tiles: int, target: Target, uses_dot: bool = False) -> tuple:

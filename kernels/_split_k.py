@@ -73,19 +73,23 @@ _COUNTERS: dict = {}
 
 
 def _stream_key(device: torch.device):
-    if device.type == "cuda":
-        return torch.cuda.current_stream(device).cuda_stream
-    if device.type == "npu":
-        return torch.npu.current_stream(device).npu_stream
-    return 0
+    """The stream the kernel will run on: _backend.launch enters ``device``, so it is that device's current
+    stream (not the current device's)."""
+    from . import _backend
+    return _backend.launch_stream(device)
 
 
 def _capturing(device: torch.device) -> bool:
+    """Whether the launch stream of ``device`` is being captured (asked with ``device`` current: the torch
+    calls answer for the current device's stream)."""
+    from . import _backend
     if device.type == "cuda":
-        return torch.cuda.is_current_stream_capturing()
+        with _backend.device_guard(device):
+            return torch.cuda.is_current_stream_capturing()
     if device.type == "npu":
         capturing = getattr(torch.npu, "is_current_stream_capturing", None)
-        return bool(capturing and capturing())
+        with _backend.device_guard(device):
+            return bool(capturing and capturing())
     return False
 
 

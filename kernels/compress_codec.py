@@ -77,6 +77,7 @@ MODES = {"low_sparse": 0, "high_sparse": 1}
 HEADER_BYTE0 = (0xA8, 0x88)
 DICT_SIZE = (36, 34)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_HEADER_SHARED = np.array([j not in (4, 5) for j in range(40)])  # header bytes all four engines of a block share
 _MAX_BLOCKS_PER_CHUNK = 512   # bounds encoder memory (~17 MB of packets per chunk)
 MAX_ELEMENTS = 2**31          # k * n bound: the decoder allocates the (padded) weight, the GEMM indexes it in int32
 
@@ -347,13 +348,21 @@ def _int8_1d(t, name: str) -> np.ndarray:
         raise TypeError(f"{name} must have dtype torch.int8, got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+    _not_meta(t, name)
     return t.detach().cpu().contiguous().numpy().view(np.uint8)
+
+
+def _not_meta(t: torch.Tensor, name: str) -> None:
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shape only, no data); the codec reads and writes the bytes on "
+                         f"the host: pass a CPU, CUDA or NPU tensor")
 
 
 def _parse_info(info) -> Tuple[int, int]:
     if isinstance(info, torch.Tensor):
         if info.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"compress_info must have dtype torch.int64, got {info.dtype}")
+        _not_meta(info, "compress_info")
         vals = [int(v) for v in info.detach().cpu().reshape(-1).tolist()]
         shape_ok = info.dim() == 1
     elif isinstance(info, (list, tuple)):
@@ -431,6 +440,7 @@ def compress_weight(weight: torch.Tensor, *, mode: str = "low_sparse", sparsity:
         raise TypeError(f"weight must have dtype torch.int8, got {weight.dtype}")
     if weight.dim() != 2 or weight.shape[0] == 0 or weight.shape[1] == 0:
         raise ValueError(f"weight must be a non-empty 2-D (n, k) tensor, got {tuple(weight.shape)}")
+    _not_meta(weight, "weight")
     m = _parse_mode(mode)
     _check_sparsity(sparsity)
     n, k = weight.shape
@@ -727,11 +737,30 @@ def _decode_compressed(items):
         s = bad[0]
         raise ValueError(f"x2 block {items[s // 4][0].entry} engine {s % 4}: bad header byte 1 "
                          f"{hdr[s, 1]:#04x} (expected S/512 = {s4[s] // 128:#04x})")
+    # One dictionary per block, written into all four engine headers: they must agree byte for byte
+    # (bytes 4-5 are each engine's own checksums).
+    blk_hdr = hdr.reshape(-1, ENGINES, HEADER)
+    differ = (blk_hdr != blk_hdr[:, :1]) & _HEADER_SHARED
+    if differ.any():
+        b, eng_i, j = (int(v[0]) for v in np.nonzero(differ))
+        raise ValueError(f"x2 block {items[b][0].entry}: engine {eng_i}'s header byte {j} is "
+                         f"{blk_hdr[b, eng_i, j]:#04x} but engine 0's is {blk_hdr[b, 0, j]:#04x} (the four engines "
+                         f"carry one dictionary: corrupt data)")
     dicts = np.zeros((ns, 36), np.uint8)
     low = mode == 0
     dicts[low, 0:2] = hdr[low, 2:4]
     dicts[low, 2:36] = hdr[low, 6:40]
     dicts[~low, 0:34] = hdr[~low, 6:40]
+    bad = np.flatnonzero(~low & ((hdr[:, 2] != 0) | (hdr[:, 3] != 0)))
+    if bad.size:
+        s = bad[0]
+        raise ValueError(f"x2 block {items[s // 4][0].entry}: HIGH_SPARSE header bytes 2-3 must be 0, got "
+                         f"{hdr[s, 2]:#04x} {hdr[s, 3]:#04x} (corrupt data)")
+    repeat = np.array([np.unique(d[:DICT_SIZE[m]]).size != DICT_SIZE[m] for d, m in zip(dicts[::4], mode[::4])])
+    if repeat.any():
+        b = int(np.flatnonzero(repeat)[0])
+        raise ValueError(f"x2 block {items[b][0].entry}: the header's dictionary repeats a byte value (a dictionary "
+                         f"holds distinct values: corrupt data)")
 
     words = np.concatenate([
         np.ascontiguousarray(it[1][:, HEADER:HEADER + 8 * ((it[1].shape[1] - HEADER) // 8)])
@@ -745,6 +774,9 @@ def _decode_compressed(items):
     nw = words.size
     produced = np.zeros(nw, np.int64)
     stop = np.zeros(nw, np.int8)        # 0 fill/incomplete, 1 end mark, 2 invalid code
+    stop_bit = np.zeros(nw, np.int64)   # bit where decoding stopped (the end mark's or the fill's first bit)
+    fill_ok = np.zeros(nw, bool)        # the bits from stop_bit on are all ones (a full packet's fill)
+    zero_after = np.zeros(nw, bool)     # the first 64 bytes were produced exactly, and only zero bits follow
     lit_w, lit_off, lit_val = [], [], []
     ids = np.arange(nw)
     cur = words.copy()                  # unread bits, shifted down to bit 0
@@ -762,6 +794,9 @@ def _decode_compressed(items):
             fin = ids[done]
             produced[fin] = prod[done]
             stop[fin] = np.where(ok[done], np.where(kind[done] == _K_END, 1, 2), 0)
+            stop_bit[fin] = 64 - rem[done]
+            left = rem[done].astype(np.uint64)
+            fill_ok[fin] = (left == 0) | (cur[done] == _ONES >> (np.uint64(64) - np.maximum(left, np.uint64(1))))
         keep = ~done
         lit = keep & (kind >= _K_DICT)
         if lit.any():
@@ -773,8 +808,12 @@ def _decode_compressed(items):
             lit_val.append(v.astype(np.uint8))
         ln = ln[keep]
         ids, rem, tbase, dbase = ids[keep], rem[keep] - ln, tbase[keep], dbase[keep]
-        prod = prod[keep] + ((e[keep] >> 7) & 15)
+        before = prod[keep]
+        prod = before + ((e[keep] >> 7) & 15)
         cur = cur[keep] >> ln.astype(np.uint64)
+        reached = (before < WINDOW) & (prod >= WINDOW)
+        if reached.any():
+            zero_after[ids[reached]] = (prod[reached] == WINDOW) & (cur[reached] == 0)
 
     # 2. Where each packet starts: p_{j+1} = p_j + min(64, S/4 - p_j, produced_j).
     pstart = np.zeros(nw, np.int64)
@@ -798,6 +837,18 @@ def _decode_compressed(items):
             s = act[bad][0]
             raise ValueError(f"x2 block {items[s // 4][0].entry} engine {s % 4}: "
                              f"invalid code in packet {j}")
+        # A full packet (fewer bytes than its window) ends in a fill of ones; a packet that covers its window
+        # and is not the last holds zero bits after its codes; the last one holds its window's codes exactly,
+        # then the end mark (or a fill before a short F7 01 packet).
+        last = pa + c >= s4[act]
+        full = produced[wi] < win
+        bad = np.where(full, (stop[wi] != 0) | ~fill_ok[wi],
+                       np.where(last, (produced[wi] != win) | ((stop[wi] == 0) & ~fill_ok[wi]) | (stop[wi] == 2),
+                                ~zero_after[wi]))
+        if bad.any():
+            s = act[bad][0]
+            raise ValueError(f"x2 block {items[s // 4][0].entry} engine {s % 4}: packet {j} does not end as the "
+                             f"format writes it (fill bits, zero tail or end mark; corrupt data)")
         pstart[wi], consumed[wi] = pa, c
         p[act] = pa + c
         lastword[act] = wi
@@ -812,6 +863,21 @@ def _decode_compressed(items):
     if not has_end.all():
         s = int(np.flatnonzero(~has_end)[0])
         raise ValueError(f"x2 block {items[s // 4][0].entry} engine {s % 4}: missing end mark")
+    # Everything after the end mark is zero padding, and the block is no longer than its longest engine stream
+    # rounded up to the 32-byte interleave unit.
+    end_word = np.where(stop[lw] == 1, lw, nxt)
+    end_bit = (HEADER + 8 * (end_word - wstart)) * 8 + stop_bit[end_word] + 9
+    for i, it in enumerate(items):
+        eng, length = it[1], it[1].shape[1]
+        ends = end_bit[4 * i:4 * i + 4]
+        for e in range(ENGINES):
+            byte, bit = divmod(int(ends[e]), 8)
+            if (byte < length and eng[e, byte] >> bit) or eng[e, byte + 1:].any():
+                raise ValueError(f"x2 block {it[0].entry} engine {e}: nonzero bytes after the end mark (the "
+                                 f"padding is zeros: corrupt data)")
+        if -(-int(ends.max()) // (8 * UNIT)) * UNIT != length:
+            raise ValueError(f"x2 block {it[0].entry}: dataLen {4 * length} bytes is not the length of its longest "
+                             f"engine stream rounded up to {UNIT} bytes, times 4 (corrupt index or data)")
 
     # 3. Fill with the zero symbol, then scatter the literal bytes.
     out = np.repeat(dicts[:, 0], s4)

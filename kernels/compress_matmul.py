@@ -112,6 +112,11 @@ def prepare_compressed_weight(x2: torch.Tensor, compress_index: torch.Tensor, co
     x2.data = other re-transcodes, but a write through a numpy view or through x2.data[...] does not
     bump the version and the old weight is served: replace the tensors (or write with torch ops) instead.
     """
+    for name, t in (("x2", x2), ("compress_index", compress_index)):
+        check_tensor("prepare_compressed_weight", name, t, dtypes=(torch.int8,), ndim=1)
+        if t.device.type == "meta":
+            raise ValueError(f"prepare_compressed_weight: {name} is a meta tensor (shape only, no data); the "
+                             f"weight is decoded from its bytes on the host: pass a CPU, CUDA or NPU tensor")
     info = _info_list(compress_info)
     key = (x2._version, compress_index._version, x2.data_ptr(), compress_index.data_ptr(), tuple(info), x2.device)
     hit = _CACHE.get(x2)
@@ -262,6 +267,7 @@ def npu_matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_ind
     n = bias.shape[-1]; torch_npu takes n from scale.size(1) instead, which is 1 for a (1, 1) scale.
     offset_x (torch_npu's int?): None, or 0 as a Python or numpy integer or a 0-d integer tensor.
     """
+    check_tensor(OP, "x1", x1, dtypes=(torch.int8,), ndim=2)
     check_tensor(OP, "bias", bias, dtypes=(torch.int32,), ndim=(1, 2))
     offset_x = int_arg(OP, "offset_x", offset_x, optional=True)
     return matmul_compress_dequant(x1, x2, compress_index, bias, scale, offset_w=offset_w, offset_x=offset_x or 0,

@@ -644,6 +644,13 @@ def _plan_a8w4(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_lay
             "HAS_PERTOKEN": pertoken_scale is not None, "REQUANT": False, "GROUP_K": g}
 
 
+def _check_nd_x2_shape(x2_shape, x2, k: int, n: int) -> None:
+    """x2_shape only says something for an NZ x2 (its unpadded n); for an ND x2 it may only repeat (k, n)."""
+    if x2_shape is not None and tuple(x2_shape) != (k, n):
+        raise ValueError(f"{OP}: x2_shape must be None or ({k}, {n}) for ND x2 {tuple(x2.shape)} (it gives the "
+                         f"unpadded (k, n) of an NZ x2), got {tuple(x2_shape)}")
+
+
 def _plan(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, x2_shape, group_k=0) -> dict:
     """Validate every argument; return shapes and kernel modes. Errors name the argument."""
     check_tensor(OP, "x1", x1, dtypes=(torch.int8, torch.int32))
@@ -651,7 +658,9 @@ def _plan(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, 
     check_common(OP, {"x1": x1, "x2": x2, "scale": scale, "offset": offset, "pertoken_scale": pertoken_scale,
                       "bias": bias})
     if x1.dtype == torch.int8 and x2.dtype == torch.int32:
-        return _plan_a8w4(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, group_k)
+        plan = _plan_a8w4(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, group_k)
+        _check_nd_x2_shape(x2_shape, x2, plan["k"], plan["n"])
+        return plan
     if group_k:
         raise ValueError(f"{OP}: group_sizes (k-group {group_k}) is only for int8 x1 with int4-packed int32 x2 "
                          f"(A8W4), got x1 {_name(x1.dtype)} and x2 {_name(x2.dtype)}")
@@ -691,8 +700,9 @@ def _plan(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, 
             if k1 != math.ceil(k / NZ_M0):
                 raise ValueError(f"{OP}: K mismatch: x1's last dim is {k}, but NZ x2 {tuple(x2.shape)} holds "
                                  f"k <= {k1 * NZ_M0} in {k1} row fractals (needs ceil(k/16) = {math.ceil(k / NZ_M0)})")
-            n = n1 * NZ_N0 if x2_shape is None else x2_shape[1]
-            if x2_shape is not None and (len(x2_shape) != 2 or x2_shape[0] != k or math.ceil(n / NZ_N0) != n1):
+            n = n1 * NZ_N0 if x2_shape is None or len(x2_shape) != 2 else x2_shape[1]
+            if x2_shape is not None and (len(x2_shape) != 2 or x2_shape[0] != k or n <= 0
+                                         or math.ceil(n / NZ_N0) != n1):
                 raise ValueError(f"{OP}: x2_shape must be ({k}, n) with ceil(n/32) = {n1} for NZ x2 "
                                  f"{tuple(x2.shape)}, got {tuple(x2_shape)}")
             b_fmt, batch = B_NZ, tuple(x1.shape[:-2])
@@ -708,6 +718,8 @@ def _plan(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x2_layout, 
                 raise ValueError(f"{OP}: batch dims of x1 {tuple(x1.shape[:-2])} and x2 {tuple(x2.shape[:-2])} "
                                  f"do not broadcast (each pair must be equal or 1)") from None
             b_fmt = B_ND
+    if b_fmt is not B_NZ:
+        _check_nd_x2_shape(x2_shape, x2, k, n)
     a_fmt = A_INT4 if int4 else A_INT8
     pertoken = pertoken_scale is not None
     scale_dtypes, bias_dtypes, pt_ok, pt_needed = _allowed(int4, out, pertoken)

@@ -38,11 +38,12 @@ def trans_quant_param(scale: torch.Tensor, offset: Optional[torch.Tensor] = None
     """float32 scale (and offset) -> int64 quant param.
 
     bits 0..31: float bits & 0xFFFFE000 (round_mode=1: mantissa rounded to 10 bits, half to even);
+    a NaN stays a NaN with its sign (quiet bit 22 set: its payload may lie only in the dropped bits);
     bits 37..45: clip(rint(offset), -256, 255) as 9-bit two's complement; bit 46 set.
     """
-    bits = _float_bits(scale)
-    if round_mode == 1:
-        bits = bits + 0xFFF + ((bits >> 13) & 1)
+    raw = _float_bits(scale)
+    bits = raw + 0xFFF + ((raw >> 13) & 1) if round_mode == 1 else raw
+    bits = torch.where(torch.isnan(scale), raw | 0x00400000, bits)  # rounding a NaN could carry out of bit 31
     param = (bits & SCALE_MASK) | FLAG_BIT
     if offset is not None:
         param = param | ((quantize_offset(offset) & 0x1FF) << OFFSET_SHIFT)

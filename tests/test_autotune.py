@@ -157,8 +157,9 @@ def test_lookup_order(stores):
     assert pick_config(PACK, SM90, "int32-nd") == c_ship_any
 
 
-def test_cache_follows_file_changes(stores):
+def test_cache_follows_file_changes(stores, monkeypatch):
     user, _ = stores
+    monkeypatch.setenv(store.ENV_RELOAD, "1")  # opt-in (a tuning session); by default files are read once
     a, b = {"BLOCK_R": 8, "BLOCK_P": 8, "num_warps": 2}, {"BLOCK_R": 16, "BLOCK_P": 8, "num_warps": 2}
     store.merge_into(user, "sm_90", [measured(config=a)])
     assert pick_config(PACK, SM90, "int32-nd") == a
@@ -335,6 +336,23 @@ def test_cli_tune_measures_writes_and_respects_the_budget(tmp_path, monkeypatch,
     assert "1 (kernel, variant, shape) groups with fewer than two configs timed within --budget 0" in \
         capsys.readouterr().out
     assert not (tmp_path / "b" / "interpreter.json").exists()
+
+
+def test_cli_tune_exits_nonzero_when_the_store_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import atlas_kernels.autotune.__main__ as main_module
+    _register_test_spec()
+    ms = {16: 0.1, 32: 0.5, 64: 1.0, 128: 0.7}
+
+    def timer(fn):
+        fn()
+        return ms[_LAST_BLOCK[-1]]
+    monkeypatch.setattr(main_module, "timing_refusal", lambda device: None)
+    monkeypatch.setattr(tune, "do_bench_median", timer)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the store directory should be")
+    assert cli(["tune", "--op", "test.fake", "--shapes", "M=5", "--store", str(blocker)]) == 1
+    captured = capsys.readouterr()
+    assert "cannot write tuned-config store" in captured.err and "wrote" not in captured.out
 
 
 def test_warmup_compiles_with_the_config_a_plain_call_picks():

@@ -25,7 +25,7 @@ from atlas_kernels.reference import int4_pack as ref_i4
 from atlas_kernels.reference import nsa_compress as ref_nsa
 from atlas_kernels.reference import quant_matmul as ref_qm
 from atlas_kernels.reference import rope_quant_kvcache as ref_rope
-from atlas_kernels.testing import assert_close
+from atlas_kernels.testing import TOLERANCES, assert_equal
 
 CASES = 300
 SLOW_CASES = 3000
@@ -220,16 +220,23 @@ def _snapshot(args, inplace):
     return {n: args[n].clone() for n in inplace if isinstance(args[n], torch.Tensor) and args[n].device.type != "meta"}
 
 
-def _compare(out, expected):
+# nsa_compress sums its windows (and the backward its token gradients) in fp32 in another order than the reference,
+# so after the one rounding to fp16/bf16 an output may sit 1 ulp off (case 2353 of the long run does); that stays
+# within TOLERANCES' fp16/bf16 rows (~2 ulps; an fp32 cancellation near 0 can take a few more). Every other op's
+# float outputs are computed as the reference computes them: equal, NaN for NaN (an extra rounding or an FMA fails).
+ROUNDS_DIFFERENTLY = ("nsa_compress", "nsa_compress_grad")
+
+
+def _compare(out, expected, op):
     outs = out if isinstance(out, (tuple, list)) else (out,)
     exps = expected if isinstance(expected, (tuple, list)) else (expected,)
     for o, e in zip(outs, exps):
         assert o.shape == e.shape and o.dtype == e.dtype and o.device == e.device, (o.shape, e.shape, o.dtype, e.dtype)
-        if o.is_floating_point():
-            torch.testing.assert_close(o.float(), e.float(), equal_nan=True, atol=2e-2, rtol=2e-2)
+        if o.is_floating_point() and op in ROUNDS_DIFFERENTLY:
+            torch.testing.assert_close(o, e, equal_nan=True, rtol=TOLERANCES[o.dtype][0], atol=TOLERANCES[o.dtype][1])
             assert torch.equal(o.isnan(), e.isnan()), "NaN where the reference has none (or the reverse)"
         else:
-            assert_close(o, e)
+            assert_equal(o, e)
 
 
 def run_case(g, op: str, outcomes: collections.Counter):
@@ -257,7 +264,7 @@ def run_case(g, op: str, outcomes: collections.Counter):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = ref(ref_args)
-    _compare(out, expected)
+    _compare(out, expected, op)
     for n in inplace:
         assert torch.equal(args[n], ref_args[n]), f"{op}: {n} differs from the reference's cache"
     outcomes[f"{kind}: result"] += 1
@@ -280,6 +287,8 @@ def _fuzz(n_cases: int, seed: int, timings=None):
     return outcomes
 
 
+@pytest.mark.interpreter("the fuzzer's mutations (meta tensors, aliases, mixed devices) are built from CPU calls; "
+                         "a device port is still to do")
 def test_fuzz_quick():
     outcomes = _fuzz(CASES, seed=14)
     print(dict(sorted(outcomes.items())))
@@ -288,6 +297,7 @@ def test_fuzz_quick():
 
 
 @pytest.mark.slow
+@pytest.mark.interpreter("the same fuzzer as test_fuzz_quick, longer")
 def test_fuzz_long():
     outcomes = _fuzz(SLOW_CASES, seed=1414)
     assert sum(outcomes.values()) == SLOW_CASES
@@ -309,6 +319,7 @@ def _random_store_text(g) -> bytes:
     return '{"schema": 1, "target": "interpreter", "entries": [1, "x", null, {"kernel": 3}]}'.encode("utf-16")
 
 
+@pytest.mark.interpreter("writes the interpreter target's store file")
 @pytest.mark.parametrize("seed", range(6))
 def test_store_of_random_bytes_never_breaks_an_op(tmp_path, monkeypatch, seed):
     g = random.Random(seed)
@@ -323,12 +334,14 @@ def test_store_of_random_bytes_never_breaks_an_op(tmp_path, monkeypatch, seed):
             out = ak.quant_matmul(x1, x2, torch.ones(1), output_dtype=torch.int32)
     finally:
         store.invalidate()
-    assert_close(out, ref_qm.quant_matmul(x1, x2, torch.ones(1), output_dtype=torch.int32))
+    assert_equal(out, ref_qm.quant_matmul(x1, x2, torch.ones(1), output_dtype=torch.int32))
 
 
-def test_unwritable_store_dir_warns(tmp_path):
+@pytest.mark.host
+def test_unwritable_store_dir_raises(tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the store directory should be")
     entry = store.Entry("k", "v", (), {"B": 1}, {"source": "derived"})
-    with pytest.warns(store.StoreWarning, match="cannot write"):
-        assert store.merge_into(blocker, "sm_90", [entry]) is None
+    with pytest.raises(store.StoreError, match="cannot write"):
+        store.merge_into(blocker, "sm_90", [entry])
+    assert blocker.read_text() == "a file where the store directory should be"

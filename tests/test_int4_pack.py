@@ -1,4 +1,7 @@
-"""int4 packing and NZ relayout: bit-exact against the reference, round trips, errors, torch.compile."""
+"""int4 packing and NZ relayout: bit-exact against the reference, round trips, errors, torch.compile.
+
+Op tests build their tensors on the ``device`` fixture (the interpreter on CPU, else the GPU/NPU) and compare on the
+host against the pure-torch reference."""
 import numpy as np
 import pytest
 import torch
@@ -15,28 +18,28 @@ LAYOUTS = ["nd", "nz"]
 PER = {torch.int32: 8, torch.uint8: 2}
 
 
-def int4_weight(rows, cols, seed=0):
+def int4_weight(rows, cols, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(-8, 8, (rows, cols), dtype=torch.int32, generator=g)
+    return torch.randint(-8, 8, (rows, cols), dtype=torch.int32, generator=g).to(device)
 
 
 @pytest.mark.parametrize("out_dtype", OUT_DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", [(1, 64), (16, 64), (17, 72), (40, 200), (3, 8)])
-def test_pack_matches_reference_and_round_trips(shape, out_dtype, layout):
+def test_pack_matches_reference_and_round_trips(device, shape, out_dtype, layout):
     if shape[1] % PER[out_dtype]:
         pytest.skip("not packable")
     w = int4_weight(*shape)
     with kernel_ran("int4_pack.pack", "int4_pack.unpack"):
-        packed = ak.convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
+        packed = ak.convert_weight_to_int4pack(w.to(device), out_dtype=out_dtype, layout=layout)
         back = ak.unpack_int4(packed, layout=layout, shape=shape)
-    assert_close(packed, ref.convert_weight_to_int4pack(w, out_dtype, layout))
-    assert_close(back, w)
+    assert_close(packed.cpu(), ref.convert_weight_to_int4pack(w, out_dtype, layout))
+    assert_close(back.cpu(), w)
 
 
-def test_nibble_order_and_twos_complement():
+def test_nibble_order_and_twos_complement(device):
     # element 0 in the low nibble; -1 -> 0xF; -8 -> 0x8
-    w = torch.tensor([[1, 2, 3, 4, 5, 6, 7, -1], [-8, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.int32)
+    w = torch.tensor([[1, 2, 3, 4, 5, 6, 7, -1], [-8, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.int32, device=device)
     with kernel_ran("int4_pack.pack"):
         packed = ak.convert_weight_to_int4pack(w)
         packed_u8 = ak.convert_weight_to_int4pack(w, out_dtype=torch.uint8)
@@ -46,10 +49,10 @@ def test_nibble_order_and_twos_complement():
     assert packed_u8[1].tolist() == [0x08, 0, 0, 0]
 
 
-def test_nz_layout_is_fractal_nz():
+def test_nz_layout_is_fractal_nz(device):
     w = int4_weight(20, 128)  # packed int32 (20, 16): N0 = 8 -> NZ (2, 2, 16, 8)
     with kernel_ran("int4_pack.pack"):
-        nz = ak.convert_weight_to_int4pack(w, layout="nz")
+        nz = ak.convert_weight_to_int4pack(w.to(device), layout="nz").cpu()
     nd = ref.pack_int4(w)
     assert nz.shape == (2, 2, 16, 8)
     for m in (0, 15, 16, 19):
@@ -59,102 +62,104 @@ def test_nz_layout_is_fractal_nz():
 
 
 @pytest.mark.parametrize("out_dtype", OUT_DTYPES)
-def test_transposed_and_strided_views_are_packed_in_place(out_dtype):
-    base = int4_weight(128, 48, seed=3)
+def test_transposed_and_strided_views_are_packed_in_place(device, out_dtype):
+    base = int4_weight(128, 48, seed=3, device=device)
     for view in (base.t(), base[::2, ::3], base.t()[5:, 1:]):
         cols = view.shape[1] - view.shape[1] % PER[out_dtype]
         view = view[:, :cols]
         with kernel_ran("int4_pack.pack"):
             packed = ak.convert_weight_to_int4pack(view, out_dtype=out_dtype)
-        assert_close(packed, ref.pack_int4(view.contiguous(), out_dtype))
+        assert_close(packed.cpu(), ref.pack_int4(view.cpu().contiguous(), out_dtype))
 
 
 @given(rows=st.integers(1, 70), packed_cols=st.integers(1, 40), out_dtype=st.sampled_from(OUT_DTYPES),
        layout=st.sampled_from(LAYOUTS), transposed=st.booleans(), block=st.sampled_from([(8, 8), (16, 32), (64, 256)]),
        seed=st.integers(0, 2**16))
-def test_pack_hypothesis(rows, packed_cols, out_dtype, layout, transposed, block, seed):
+def test_pack_hypothesis(device, rows, packed_cols, out_dtype, layout, transposed, block, seed):
     cols = packed_cols * PER[out_dtype]
-    w = int4_weight(cols, rows, seed).t() if transposed else int4_weight(rows, cols, seed)
+    w = int4_weight(cols, rows, seed, device).t() if transposed else int4_weight(rows, cols, seed, device)
     cfg = {"BLOCK_R": block[0], "BLOCK_P": block[1]}
     with override_config("int4_pack.pack", cfg), override_config("int4_pack.unpack", cfg), \
             kernel_ran("int4_pack.pack", "int4_pack.unpack"):
         packed = ak.convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
         back = ak.unpack_int4(packed, layout=layout, shape=(rows, cols))
-    assert_close(packed, ref.convert_weight_to_int4pack(w.contiguous(), out_dtype, layout))
-    assert_close(back, w.contiguous())
+    assert_close(packed.cpu(), ref.convert_weight_to_int4pack(w.cpu().contiguous(), out_dtype, layout))
+    assert_close(back.cpu(), w.cpu().contiguous())
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.float16, torch.bfloat16, torch.int32])
 @pytest.mark.parametrize("shape", [(1, 1), (16, 32), (37, 70), (2, 3, 33, 17)])
-def test_nd_nz_relayout(dtype, shape):
+def test_nd_nz_relayout(device, dtype, shape):
     x = (torch.randn(shape) * 60).to(dtype)
     with kernel_ran("int4_pack.nd_to_nz", "int4_pack.nz_to_nd"):
-        nz = ak.nd_to_nz(x)
+        nz = ak.nd_to_nz(x.to(device))
         back = ak.nz_to_nd(nz, shape[-2:])
-    assert_close(nz, ref.nd_to_nz(x))
+    assert_close(nz.cpu(), ref.nd_to_nz(x))
     assert nz.shape[-2:] == (16, 32 // x.element_size())
-    assert_close(back, x)
+    assert_close(back.cpu(), x)
 
 
 @given(m=st.integers(1, 50), n=st.integers(1, 80), dtype=st.sampled_from([torch.int8, torch.float16, torch.int32]),
        transposed=st.booleans(), block=st.sampled_from([(8, 8), (16, 64), (64, 256)]))
-def test_relayout_hypothesis(m, n, dtype, transposed, block):
-    x = (torch.randn(n, m) * 60).to(dtype).t() if transposed else (torch.randn(m, n) * 60).to(dtype)
+def test_relayout_hypothesis(device, m, n, dtype, transposed, block):
+    x = ((torch.randn(n, m) * 60).to(dtype).to(device).t() if transposed
+         else (torch.randn(m, n) * 60).to(dtype).to(device))
     cfg = {"BLOCK_M": block[0], "BLOCK_N": block[1]}
     with override_config("int4_pack.nd_to_nz", cfg), override_config("int4_pack.nz_to_nd", cfg), \
             kernel_ran("int4_pack.nd_to_nz", "int4_pack.nz_to_nd"):
         nz = ak.nd_to_nz(x)
         back = ak.nz_to_nd(nz, (m, n))
-    assert_close(nz, ref.nd_to_nz(x))
-    assert_close(back, x)
+    assert_close(nz.cpu(), ref.nd_to_nz(x.cpu()))
+    assert_close(back.cpu(), x.cpu())
 
 
-def test_npu_spelling():
+def test_npu_spelling(device):
     w = int4_weight(32, 64)
     with kernel_ran("int4_pack.pack"):
-        assert_close(ak.npu_convert_weight_to_int4pack(w, inner_k_tiles=2), ref.pack_int4(w))
+        assert_close(ak.npu_convert_weight_to_int4pack(w.to(device), inner_k_tiles=2).cpu(), ref.pack_int4(w))
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int8)), TypeError, "weight must have dtype int32"),
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 8, 2, dtype=torch.int32)), ValueError, "weight must have 2 dims"),
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 12, dtype=torch.int32)), ValueError, "last dim of weight must be a multiple of 8"),
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 5, dtype=torch.int32), out_dtype=torch.uint8), ValueError, "multiple of 2"),
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int32), out_dtype=torch.int8), TypeError, "out_dtype"),
-    (lambda: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int32), layout="zn"), ValueError, "layout"),
-    (lambda: ak.convert_weight_to_int4pack(torch.full((4, 8), 8, dtype=torch.int32)), ValueError, r"weight\[0, 0\] = 8"),
-    (lambda: ak.convert_weight_to_int4pack(torch.full((4, 8), -9, dtype=torch.int32)), ValueError, r"\[-8, 7\]"),
-    (lambda: ak.unpack_int4(torch.zeros(4, 8, dtype=torch.float32)), TypeError, "packed must have dtype"),
-    (lambda: ak.unpack_int4(torch.zeros(2, 2, 16, 4, dtype=torch.int32), layout="nz"), ValueError, "NZ"),
-    (lambda: ak.unpack_int4(torch.zeros(4, 2, dtype=torch.int32), shape=(4, 8)), ValueError, "does not fit"),
-    (lambda: ak.nd_to_nz(torch.zeros(8, dtype=torch.int8)), ValueError, "x must have 2 to 8 dims"),
-    (lambda: ak.nd_to_nz(torch.zeros(8, 8, dtype=torch.float64)), TypeError, "x must have dtype"),
-    (lambda: ak.nz_to_nd(torch.zeros(1, 1, 16, 32, dtype=torch.int8), (17, 4)), ValueError, "does not fit"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int8, device=d)), TypeError, "weight must have dtype int32"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 8, 2, dtype=torch.int32, device=d)), ValueError, "weight must have 2 dims"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 12, dtype=torch.int32, device=d)), ValueError, "last dim of weight must be a multiple of 8"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 5, dtype=torch.int32, device=d), out_dtype=torch.uint8), ValueError, "multiple of 2"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int32, device=d), out_dtype=torch.int8), TypeError, "out_dtype"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.zeros(4, 8, dtype=torch.int32, device=d), layout="zn"), ValueError, "layout"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.full((4, 8), 8, dtype=torch.int32, device=d)), ValueError, r"weight\[0, 0\] = 8"),
+    (lambda d: ak.convert_weight_to_int4pack(torch.full((4, 8), -9, dtype=torch.int32, device=d)), ValueError, r"\[-8, 7\]"),
+    (lambda d: ak.unpack_int4(torch.zeros(4, 8, dtype=torch.float32, device=d)), TypeError, "packed must have dtype"),
+    (lambda d: ak.unpack_int4(torch.zeros(2, 2, 16, 4, dtype=torch.int32, device=d), layout="nz"), ValueError, "NZ"),
+    (lambda d: ak.unpack_int4(torch.zeros(4, 2, dtype=torch.int32, device=d), shape=(4, 8)), ValueError, "does not fit"),
+    (lambda d: ak.nd_to_nz(torch.zeros(8, dtype=torch.int8, device=d)), ValueError, "x must have 2 to 8 dims"),
+    (lambda d: ak.nd_to_nz(torch.zeros(8, 8, dtype=torch.float64, device=d)), TypeError, "x must have dtype"),
+    (lambda d: ak.nz_to_nd(torch.zeros(1, 1, 16, 32, dtype=torch.int8, device=d), (17, 4)), ValueError, "does not fit"),
 ])
-def test_bad_input_names_the_argument(call, exc, match):
+def test_bad_input_names_the_argument(device, call, exc, match):
     with pytest.raises(exc, match=match):
-        call()
+        call(device)
 
 
-def test_out_of_range_value_found_by_the_kernel():
-    w = int4_weight(300, 64)
+def test_out_of_range_value_found_by_the_kernel(device):
+    w = int4_weight(300, 64, device=device)
     w[217, 33] = 12
     with kernel_ran("int4_pack.pack"), pytest.raises(ValueError, match=r"weight\[217, 33\] = 12"):
         ak.convert_weight_to_int4pack(w, layout="nz")
 
 
-def test_torch_compile_fullgraph_traces_the_custom_ops():
+def test_torch_compile_fullgraph_traces_the_custom_ops(device):
     def f(w):
         packed = ak.convert_weight_to_int4pack(w, layout="nz")
         return ak.unpack_int4(packed, layout="nz", shape=w.shape) + 1
 
-    w = int4_weight(20, 64)
+    w = int4_weight(20, 64, device=device)
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     with kernel_ran("int4_pack.pack", "int4_pack.unpack"):
         out = compiled(w)
     assert_close(out, w + 1)
 
 
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_meter_shows_single_pass_packing():
     """The issue's bar: packing a 4096x4096 weight to ND and to NZ moves <= 1.05x the minimum bytes."""
     from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
@@ -167,6 +172,7 @@ def test_meter_shows_single_pass_packing():
         assert m.total <= 1.05 * floor, (layout, m.total, floor)
 
 
+@pytest.mark.host
 @pytest.mark.parametrize("target", ["Ascend910B2", "Ascend910_9391"])
 def test_ascend_defaults_sit_in_small_candidate_spaces(target):
     """Shipped Ascend tiles come from the UB model's own candidates, at most 40 per variant."""
@@ -180,6 +186,7 @@ def test_ascend_defaults_sit_in_small_candidate_spaces(target):
             assert spec.default(t, variant) in candidates, (name, variant.label)
 
 
+@pytest.mark.host
 def test_tiles_too_large_for_int32_offsets_are_refused():
     from atlas_kernels import int4_pack
     int4_pack._check_tile_offsets("op", "weight", 2**31 - 1)
@@ -189,10 +196,10 @@ def test_tiles_too_large_for_int32_offsets_are_refused():
 
 @pytest.mark.parametrize("inner_k_tiles", [0, 8, np.int64(2), np.int32(4), torch.tensor(2)],
                          ids=["int0", "int8", "np-int64", "np-int32", "tensor-0d"])
-def test_npu_spelling_inner_k_tiles_forms(inner_k_tiles):
+def test_npu_spelling_inner_k_tiles_forms(device, inner_k_tiles):
     """torch_npu's `int inner_k_tiles=0` (reserved, ignored): a Python or numpy integer or a 0-d integer tensor,
     positional or keyword; the result is the default call's, through the kernel."""
-    w = int4_weight(32, 64)
+    w = int4_weight(32, 64, device=device)
     with kernel_ran("int4_pack.pack"):
         expected = ak.npu_convert_weight_to_int4pack(w)
     with kernel_ran("int4_pack.pack"):
@@ -200,10 +207,10 @@ def test_npu_spelling_inner_k_tiles_forms(inner_k_tiles):
     with kernel_ran("int4_pack.pack"):
         by_position = ak.npu_convert_weight_to_int4pack(w, inner_k_tiles)
     assert torch.equal(by_keyword, expected) and torch.equal(by_position, expected)
-    assert_close(expected, ref.pack_int4(w))
+    assert_close(expected.cpu(), ref.pack_int4(w.cpu()))
 
 
 @pytest.mark.parametrize("bad", [2.0, True, "2", torch.tensor([2]), torch.tensor(2.0), None])
-def test_npu_spelling_inner_k_tiles_must_be_an_int(bad):
+def test_npu_spelling_inner_k_tiles_must_be_an_int(device, bad):
     with pytest.raises(TypeError, match="inner_k_tiles must be an int"):
-        ak.npu_convert_weight_to_int4pack(int4_weight(4, 8), inner_k_tiles=bad)
+        ak.npu_convert_weight_to_int4pack(int4_weight(4, 8, device=device), inner_k_tiles=bad)
