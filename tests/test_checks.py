@@ -16,7 +16,7 @@ def ascend_python():
     if not os.path.exists(path):
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide the triton-ascend env ({path} missing)")
-        pytest.skip("no triton-ascend env: set ATLAS_ASCEND_PYTHON or create .venv-ascend (see README)")
+        pytest.skip("no triton-ascend env: set ATLAS_ASCEND_PYTHON or create .venv-ascend (see docs/design.md)")
     return path
 
 

@@ -115,18 +115,32 @@ def test_strided_input_is_read_in_place():
 
 
 def test_gradients_are_bitwise_deterministic(monkeypatch):
+    """The backward's bits do not depend on the grid or on the order its programs run: dweight partials sit in
+    per-tile slots and are reduced in a fixed order. Two plain runs in the (sequential) interpreter could not differ,
+    so the runs here change what a GPU/NPU schedule would: the grid size, and programs running last to first.
+    Mutations caught: dweight accumulated with atomic adds in arrival order, partial slots indexed by program
+    instead of tile, a reduction whose order follows the grid."""
+    from triton.runtime import interpreter as interp
+
     from atlas_kernels import _backend
     x, w = make(RAGGED, 3, 32, 64, torch.float16)
     g = torch.randn(ref.nsa_compress(x, w, 64, 16, RAGGED).shape).to(torch.float16)
-    with kernel_ran(BWD, RED):
-        first = ak.npu_nsa_compress_grad(g, x, w, 64, 16, actual_seq_len=RAGGED)
-        second = ak.npu_nsa_compress_grad(g, x, w, 64, 16, actual_seq_len=RAGGED)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    # dweight partials sit in per-tile slots, so a different grid (one program) gives the same bits
-    monkeypatch.setattr(_backend, "persistent_grid", lambda n_tiles, target, uses_dot=False: (1,))
-    with kernel_ran(BWD, RED):
-        third = ak.npu_nsa_compress_grad(g, x, w, 64, 16, actual_seq_len=RAGGED)
-    assert torch.equal(first[0], third[0]) and torch.equal(first[1], third[1])
+
+    def grads():
+        with kernel_ran(BWD, RED):
+            return ak.npu_nsa_compress_grad(g, x, w, 64, 16, actual_seq_len=RAGGED)
+
+    first = grads()
+    with monkeypatch.context() as m:  # program p runs as p' = grid - 1 - p: the last program's work first
+        m.setattr(interp.InterpreterBuilder, "create_get_program_id", lambda self, axis: interp.TensorHandle(
+            np.array([self.grid_dim[axis] - 1 - self.grid_idx[axis]], dtype=np.int32), interp.tl.int32))
+        reversed_order = grads()
+    for programs in (1, 3):
+        with monkeypatch.context() as m:
+            m.setattr(_backend, "persistent_grid", lambda n_tiles, target, uses_dot=False: (programs,))
+            other_grid = grads()
+        assert torch.equal(first[0], other_grid[0]) and torch.equal(first[1], other_grid[1]), programs
+    assert torch.equal(first[0], reversed_order[0]) and torch.equal(first[1], reversed_order[1])
     assert_close(first[0], ref.nsa_compress_grad(g, x, w, 64, 16, RAGGED)[0])
 
 

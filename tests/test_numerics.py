@@ -1,9 +1,12 @@
-"""The interpreter against the hardware: every cast and arithmetic path the kernels use (README "Correctness").
+"""The interpreter against the hardware: every cast and arithmetic path the kernels use (docs/correctness.md).
 
 Expected values are what GPUs/NPUs (and torch) compute: round to nearest even for float downcasts,
 truncation toward zero for in-range float -> int, arithmetic right shifts, C division.
 """
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,10 +33,17 @@ def _cast_kernel(x_ptr, y_ptr, n, ROUNDING: tl.constexpr, BLOCK: tl.constexpr):
     tl.store(y_ptr + o, y, mask=m)
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype, rounding: str = "") -> torch.Tensor:
-    """x (1-D) cast to dtype inside a Triton kernel."""
+def cast(x: torch.Tensor, dtype: torch.dtype, rounding: str = "", ours: bool = True) -> torch.Tensor:
+    """x (1-D) cast to dtype inside a Triton kernel, launched as atlas_kernels launches its kernels (``ours``) or
+    directly, as another library would."""
     y = torch.empty(x.shape, dtype=dtype)
-    _cast_kernel[(1,)](x, y, x.numel(), ROUNDING=rounding, BLOCK=triton.next_power_of_2(max(x.numel(), 16)))
+    args = (x, y, x.numel())
+    kwargs = dict(ROUNDING=rounding, BLOCK=triton.next_power_of_2(max(x.numel(), 16)))
+    if ours:
+        _backend.launch("test_numerics.cast", _cast_kernel, (1,), *args, **kwargs)
+        _backend.launches.pop("test_numerics.cast")
+    else:
+        _cast_kernel[(1,)](*args, **kwargs)
     return y
 
 
@@ -236,3 +246,90 @@ def test_correction_is_installed_once():
     assert _backend.INTERPRETER_CASTS_CORRECTED
     assert _backend._install_interpreter_casts()  # idempotent
     assert interp.InterpreterBuilder.cast_impl._atlas_kernels_rtne
+
+
+# --- the correction's scope: our launches only (ATLAS_KERNELS_INTERPRETER_CASTS), tested Triton versions only
+
+ISSUE = torch.tensor([137.50000298, 1.01171875, 1.00390625, 3.4e38], dtype=torch.float32)
+TRUNCATED = [137.0, 1.0078125, 1.0, 3.3895313892515355e38]     # Triton 3.9's own cast drops the low bits
+ROUNDED = [138.0, 1.015625, 1.0, float("inf")]                     # torch / the hardware: nearest even
+
+
+@pytest.mark.skipif(_backend.INTERPRETER_CASTS != "ours", reason="the default scope")
+def test_other_kernels_keep_tritons_casts():
+    """Importing atlas_kernels leaves another library's interpreted bf16 cast alone (mutation caught: patching
+    Triton's casts process-wide, i.e. `_corrected_here` always true); our launches are still corrected."""
+    assert cast(ISSUE, torch.bfloat16, ours=False).float().tolist() == TRUNCATED
+    assert cast(ISSUE, torch.bfloat16, "rtne", ours=False).float().tolist() == TRUNCATED
+    assert cast(ISSUE, torch.bfloat16).float().tolist() == ROUNDED
+    assert cast(ISSUE, torch.bfloat16, "rtne").float().tolist() == ROUNDED
+
+
+SCOPE_SCRIPT = """
+import torch, triton, triton.language as tl
+import atlas_kernels as ak
+from atlas_kernels import _backend
+
+@triton.jit
+def other(x_ptr, y_ptr, N: tl.constexpr):  # another library's kernel, launched directly
+    o = tl.arange(0, N)
+    tl.store(y_ptr + o, tl.load(x_ptr + o).to(tl.bfloat16))
+
+x = torch.tensor([137.50000298, 1.01171875], dtype=torch.float32)
+y = torch.empty(2, dtype=torch.bfloat16)
+other[(1,)](x, y, N=2)
+ours = ak.quant_matmul(torch.tensor([[1, 1]], dtype=torch.int8), torch.tensor([[100], [25]], dtype=torch.int8),
+                       torch.tensor([1.1]), output_dtype=torch.bfloat16)
+print(_backend.INTERPRETER_CASTS_CORRECTED, y.float().tolist(), ours.float().tolist())
+"""
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("all", "True [138.0, 1.015625] [[138.0]]"),     # every interpreted kernel corrected
+    ("off", "False [137.0, 1.0078125] [[137.0]]"),   # Triton's casts everywhere, ours included
+    ("ours", "True [137.0, 1.0078125] [[138.0]]"),   # the default, spelled out
+])
+def test_interpreter_casts_modes(mode, want):
+    """ATLAS_KERNELS_INTERPRETER_CASTS selects the scope (mutation caught: the variable ignored or misread)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "ATLAS_KERNELS_INTERPRETER_CASTS": mode}
+    r = subprocess.run([sys.executable, "-c", SCOPE_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want
+
+
+def test_bad_interpreter_casts_mode_is_refused():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "ATLAS_KERNELS_INTERPRETER_CASTS": "yes"}
+    r = subprocess.run([sys.executable, "-c", "import atlas_kernels"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode != 0 and "ATLAS_KERNELS_INTERPRETER_CASTS='yes'; allowed: ours, all, off" in r.stderr
+
+
+def test_untested_triton_version_is_left_alone():
+    """On a Triton version the correction was not tested on nothing is patched (mutation caught: no version gate)."""
+    class Builder:  # stands in for another version's InterpreterBuilder
+        def cast_impl(self, src, dst_type):
+            pass
+
+        def create_fp_to_fp(self, src, dst_type, rounding_mode):
+            pass
+
+    methods = (Builder.cast_impl, Builder.create_fp_to_fp)
+    with pytest.warns(RuntimeWarning, match=r"triton 3\.5\.0 is not a version the correction was tested on"):
+        assert not _backend._install_interpreter_casts(version="3.5.0", builder=Builder)
+    assert (Builder.cast_impl, Builder.create_fp_to_fp) == methods
+
+
+def test_failed_self_check_puts_tritons_casts_back(monkeypatch):
+    """A correction that does not round like torch is taken out again, with a warning (mutation caught: the
+    self-check not run, or its result ignored)."""
+    builder = interp.InterpreterBuilder
+    originals = builder._atlas_kernels_triton_casts
+    monkeypatch.setattr(builder, "cast_impl", originals[0])  # as before atlas_kernels was imported
+    monkeypatch.setattr(builder, "create_fp_to_fp", originals[1])
+    monkeypatch.setattr(builder, "_atlas_kernels_triton_casts", originals)
+    monkeypatch.setattr(_backend, "_f32_to_bf16_bits", lambda x, toward_zero=False:
+                        (np.ascontiguousarray(x, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16))
+    with pytest.warns(RuntimeWarning, match="the self-check failed: x.to.bf16. of"):
+        assert not _backend._install_interpreter_casts()
+    assert (builder.cast_impl, builder.create_fp_to_fp) == originals
+    assert not hasattr(builder, "_atlas_kernels_triton_casts")

@@ -12,7 +12,7 @@ import atlas_kernels as ak
 from atlas_kernels.autotune import override_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref
-from atlas_kernels.testing import assert_close, kernel_ran
+from atlas_kernels.testing import assert_equal, kernel_ran  # floats too: kernel and reference round at the same points
 
 KERNEL = "quant_matmul.gemm"
 I64, F32, BF16, F16, I32, I8 = torch.int64, torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int8
@@ -50,7 +50,7 @@ def check(x1, x2, scale, out_dtype, msg="", **kw):
     with kernel_ran(KERNEL):
         out = ak.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
     expected = ref.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
-    assert_close(out, expected, msg=msg)
+    assert_equal(out, expected, msg=msg)
     return out
 
 
@@ -94,7 +94,7 @@ def test_scale_truncated_exactly_where_torch_npu_truncates():
         encoded = ak.quant_matmul(x1, x2, ak.trans_quant_param(scale), output_dtype=F16)
     assert (truncated == 1000).all() and (encoded == 1000).all()
     assert (full == 1001).all()
-    assert_close(truncated, ref.quant_matmul(x1, x2, scale, output_dtype=F16))
+    assert_equal(truncated, ref.quant_matmul(x1, x2, scale, output_dtype=F16))
     # int8 output truncates too: acc 100 * (0.125 + low bits) -> rint(12.5) = 12 truncated, 13 at full precision
     scale8 = torch.tensor([0x3E001FFF], dtype=torch.int32).view(F32)
     x2b = torch.full((40, 8), 5, dtype=I8)
@@ -117,7 +117,7 @@ def test_int8_requant_rounds_half_to_even_and_saturates():
         with kernel_ran(KERNEL):
             out = ak.quant_matmul(x1, x2, scale, offset=offset)
         expected = ref.quant_matmul(x1, x2, scale, offset=offset)
-        assert_close(out, expected)
+        assert_equal(out, expected)
     with kernel_ran(KERNEL):
         ties = ak.quant_matmul(x1, x2, scale)[::2, 0]  # acc -9, -7, ..., 9 -> -4.5, -3.5, ..., 4.5
     assert ties.tolist() == [-4, -4, -2, -2, 0, 0, 2, 2, 4, 4]
@@ -199,14 +199,14 @@ def test_nz_x2():
     with kernel_ran(KERNEL):
         out = ak.quant_matmul(x1, nz, scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n), **kw)
         padded = ak.quant_matmul(x1, nz, scale[:1], output_dtype=I32, x2_layout="nz")
-    assert_close(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
+    assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
     assert padded.shape == (m, 96)
-    assert_close(padded[:, :n], ref.quant_matmul(x1, x2, scale, output_dtype=I32))
+    assert_equal(padded[:, :n], ref.quant_matmul(x1, x2, scale, output_dtype=I32))
     assert (padded[:, n:] == 0).all()
     with kernel_ran(KERNEL):  # batched x1 against one NZ weight
         x1b = int8(2, 3, m, k, seed=3)
         out_b = ak.quant_matmul(x1b, nz, scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n), **kw)
-    assert_close(out_b, ref.quant_matmul(x1b, x2, scale, output_dtype=F16, **kw))
+    assert_equal(out_b, ref.quant_matmul(x1b, x2, scale, output_dtype=F16, **kw))
 
 
 def int4_operands(m, k, n, transposed, seed=0):
@@ -225,7 +225,7 @@ def test_int4(m, k, n, transposed):
     scale, kw = make_args(m, n, I64, I32)
     out = check(x1, x2, scale, F16, **kw)
     # the unpacked values through the int8 path give the same result: the int4 prologue is exact
-    assert_close(out, ref.quant_matmul(a.to(I8), b.to(I8), scale, output_dtype=F16, **kw))
+    assert_equal(out, ref.quant_matmul(a.to(I8), b.to(I8), scale, output_dtype=F16, **kw))
     scale_f, kw = make_args(m, n, F32, I32, pertoken=True)
     check(x1, x2, scale_f, BF16, **kw)
     check(x1, x2, scale_f, F16, **kw)
@@ -261,7 +261,7 @@ def test_hypothesis_shapes_modes_layouts(m, k, n, row, layout, cfg, seed):
             with kernel_ran(KERNEL):
                 out = ak.quant_matmul(x1, ak.nd_to_nz(x2), scale, output_dtype=out_dtype, x2_layout="nz",
                                       x2_shape=(k, n), **kw)
-            assert_close(out, ref.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw))
+            assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw))
         else:
             check(x1, x2, scale, out_dtype, **kw)
 
@@ -283,7 +283,7 @@ def test_npu_spellings_and_torch_compile():
     q = ak.npu_trans_quant_param(scale)
     with kernel_ran(KERNEL):
         out = ak.npu_quant_matmul(x1, x2, q, bias=kw["bias"], output_dtype=F16)
-    assert_close(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
+    assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
 
     def f(a, b, s, bias):
         return ak.quant_matmul(a, b, ak.trans_quant_param(s), bias=bias, output_dtype=F16).float() * 2
@@ -291,7 +291,7 @@ def test_npu_spellings_and_torch_compile():
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     with kernel_ran(KERNEL):
         got = compiled(x1, x2, scale, kw["bias"])
-    assert_close(got, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw).float() * 2)
+    assert_equal(got, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw).float() * 2)
 
 
 def test_decode_reads_each_weight_byte_once():
@@ -404,7 +404,7 @@ def test_a8w4_torch_npu_call_decode(out_dtype):
     with TrafficMeter() as meter, kernel_ran(KERNEL):
         out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None,
                                   output_dtype=out_dtype, group_sizes=[0, 0, g])
-    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g))
+    assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g))
     assert out.abs().max() > 1, "degenerate output"
     floor = minimum_bytes([x1, x2, scale, offset, pertoken], out)
     assert meter.loaded >= k * n // 2, "the weight must be read"
@@ -437,7 +437,7 @@ def test_a8w4_without_offset_and_pertoken_random_scales():
     x1, x2, scale, _, _ = a8w4_args(9, 256, 48, 128, seed=5)
     with kernel_ran(KERNEL):
         out = ak.quant_matmul(x1, x2, scale, output_dtype=F16, group_sizes=[0, 0, 128])
-    assert_close(out, a8w4_expected(x1, x2, scale, None, None, F16, 128))
+    assert_equal(out, a8w4_expected(x1, x2, scale, None, None, F16, 128))
 
 
 @pytest.mark.parametrize("form", ["list", "tuple", "numpy", "tensor", "numpy-ints"])
@@ -453,7 +453,7 @@ def test_a8w4_group_sizes_and_pertoken_forms(form):
         with kernel_ran(KERNEL):
             out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pt, output_dtype=F16,
                                       group_sizes=sizes)
-        assert_close(out, expected)
+        assert_equal(out, expected)
 
 
 def test_a8w4_under_torch_compile():
@@ -462,7 +462,7 @@ def test_a8w4_under_torch_compile():
                                                      group_sizes=[0, 0, 64]), fullgraph=True, backend="aot_eager")
     with kernel_ran(KERNEL):
         out = f(x1, x2, scale, offset, pertoken)
-    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, BF16, 64))
+    assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, BF16, 64))
 
 
 def _a8w4_bad(g=64, **over):
@@ -506,7 +506,7 @@ def test_npu_quant_matmul_takes_every_keyword_of_torch_npu():
         out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None, output_dtype=F16,
                                   x1_dtype=I8, x2_dtype=I32, pertoken_scale_dtype=F32, scale_dtype=I64,
                                   group_sizes=[0, 0, 64], y_scale=None)
-    assert_close(out, a8w4_expected(x1, x2, scale, offset, pertoken, F16, 64))
+    assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, F16, 64))
 
 
 def test_config_spaces_respect_the_hardware():

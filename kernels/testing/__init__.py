@@ -16,6 +16,21 @@ TOLERANCES = {
 }
 
 
+def assert_equal(actual: torch.Tensor, expected: torch.Tensor, *, msg: str = ""):
+    """Equal element for element (torch.equal, a NaN matching a NaN): for floats that kernel and reference compute
+    the same way, where any tolerance would hide an extra rounding or a fused multiply-add."""
+    assert actual.shape == expected.shape, f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{msg} dtype {actual.dtype} != {expected.dtype}"
+    same = actual == expected
+    if expected.is_floating_point():
+        same |= torch.isnan(actual) & torch.isnan(expected)
+    if not bool(same.all()):
+        diff = (~same).nonzero()
+        first = tuple(diff[0].tolist())
+        raise AssertionError(f"{msg} {len(diff)} of {expected.numel()} elements differ; first at {first}: "
+                             f"{actual[first].item()!r} != {expected[first].item()!r}")
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.dtype | None = None, msg: str = ""):
     """Exact for integer dtypes; torch.testing.assert_close with TOLERANCES[dtype] otherwise.
 
