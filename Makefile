@@ -13,6 +13,7 @@
 PYTHON ?= python3
 TORCH := torch==2.13.0
 TRITON := triton==3.9.0
+RAY := ray==2.60.0
 ASCEND_PACKAGES := triton-ascend==3.2.0 pybind11 numpy ascendnpu-ir==1.2.0
 PIP := -m pip install -qq --disable-pip-version-check
 VENV := .venv
@@ -51,7 +52,7 @@ env: $(VENV)/.installed $(ASCEND_VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python $(PIP) $(TORCH)
-	$(VENV)/bin/python $(PIP) $(TRITON) -e '.[cpu,test,bench]'
+	$(VENV)/bin/python $(PIP) $(TRITON) $(RAY) -e '.[cpu,test,bench,distributed]'
 	touch $@
 
 $(ASCEND_VENV)/.installed: pyproject.toml Makefile
