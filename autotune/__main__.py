@@ -74,7 +74,10 @@ def _delegate(check: str, targets: list, args) -> tuple:
         out = os.path.join(tmp, "rows.json")
         cmd = [python, "-m", "atlas_kernels.autotune", "tune", "--dry-run", "--op", args.op, "--target",
                ",".join(targets), "--jobs", str(args.jobs), "--json", out,
-               *(["--shapes", args.shapes] if args.shapes else []), *(["--full-space"] if args.full_space else [])]
+               *(["--shapes", args.shapes] if args.shapes else []), *(["--full-space"] if args.full_space else []),
+               *(["--executor", args.executor] if args.executor else []),
+               *(["--address", args.address] if args.address else []),
+               *(["--timeout", str(args.timeout)] if args.timeout else [])]
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         print(f"{check} targets {','.join(targets)}: running in {found}", file=sys.stderr)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -92,6 +95,7 @@ DRY_RUN_TARGETS = "Ascend910B2,sm_90"
 
 def dry_run(args) -> int:
     from .._backend import TRITON_FLAVOUR
+    from .executor import options_of
     from .targets import get_target
     from .tune import CHECK_OF, Progress, dry_run_jobs, parse_shapes, result_rows, run_checks, select_kernels, summarize
 
@@ -114,7 +118,7 @@ def dry_run(args) -> int:
     for name in local:
         jobs = dry_run_jobs(specs, name, shapes, args.full_space)
         progress = Progress(len(jobs), f"{name} {mine}")
-        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space)
+        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space, executor=options_of(args))
         progress.close()
         rows += result_rows(jobs, results, mine)
     if foreign:

@@ -184,7 +184,8 @@ def compile_key(job) -> str:
                       default=str)
 
 
-def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False) -> list:
+def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False,
+               executor=None) -> list:
     """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar; quick: see there).
 
     Jobs that compile the same kernel (compile_key) are checked once, as the shipped job if one of them is;
@@ -201,7 +202,7 @@ def run_checks(jobs: list, check: str, workers: int, progress: Progress | None =
     if progress:
         progress.total = len(todo)
     results = run(todo, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None,
-                  quick=quick)
+                  quick=quick, executor=executor)
     out = []
     for job in jobs:
         rep = todo[first[compile_key(job)]]
