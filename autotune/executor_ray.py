@@ -66,14 +66,20 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise ExecutorError("--executor ray needs Ray: pip install 'atlas-kernels[distributed]'") from None
-        self.ray = ray
-        kind = next(iter(resources))
+        self.ray, self.count, self.address = ray, count, address
+        self.requires, self.preload, self.kind = requires, tuple(preload), next(iter(resources))
+        self.restarts, self.workers, self.refused = 0, [], []
+        self.actors, self.state, self.pending = [], [], {}  # pending: ref -> (index, task/None, started, deadline)
+        self.started = self.owned = False  # Ray and the actors start when the first task comes
+
+    def _start(self) -> None:
+        ray, kind, count = self.ray, self.kind, self.count
         env = forwarded_env()
         self.owned = not ray.is_initialized()  # started (or attached) here: shut down at close
         if self.owned:
             opts = dict(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-            if address:
-                ray.init(address=address, **opts)
+            if self.address:
+                ray.init(address=self.address, **opts)
             elif kind == "CPU":
                 ray.init(num_cpus=count, **opts)
             else:
@@ -83,7 +89,6 @@ class RayExecutor(Executor):
         if count < 1:
             raise ExecutorError(f"the Ray cluster has no {kind} resource (ray.cluster_resources(): "
                                 f"{ray.cluster_resources()})")
-        self.requires, self.preload, self.kind = requires, tuple(preload), kind
         device = {"NPU": "npu:0", "GPU": "cuda:0"}.get(kind, "cpu")
         self.options = ({"num_cpus": 1} if kind == "CPU" else
                         {"num_cpus": 0, "num_gpus": 1} if kind == "GPU" else {"num_cpus": 0, "resources": {kind: 1}})
@@ -91,12 +96,10 @@ class RayExecutor(Executor):
         self.inits = [{"index": i, "device": device, "name": f"ray-{kind.lower()}-{i}", "sys_path": sys.path,
                        "preload": list(self.preload)} for i in range(count)]
         self.cls = ray.remote(_Actor)
-        self.restarts, self.workers, self.refused = 0, [], []
-        self.actors = [None] * count
-        self.state = ["starting"] * count
-        self.tries = [0] * count
-        self.pending = {}  # ref -> (index, task or None for the hello, started, deadline)
-        self.started = False  # actors are made when the first task comes
+        self.actors, self.state, self.tries = [None] * count, ["starting"] * count, [0] * count
+        self.started = True
+        for i in range(count):
+            self._spawn(i)
 
     def _spawn(self, i: int) -> None:
         actor = self.cls.options(**self.options).remote(self.inits[i])
@@ -126,11 +129,9 @@ class RayExecutor(Executor):
         exhausted = False
         if not self.started:
             first = [t for t in [next(tasks, None)] if t is not None]
-            if not first:  # nothing to do (a resumed run): start no actor
+            if not first:  # nothing to do (a resumed run): start neither Ray nor an actor
                 return
-            self.started = True
-            for i in range(len(self.actors)):
-                self._spawn(i)
+            self._start()
         while True:
             for i, actor in enumerate(self.actors):
                 if self.state[i] == "idle" and not (exhausted and not first):
