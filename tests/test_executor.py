@@ -134,6 +134,21 @@ def test_ray_is_optional(monkeypatch):
 
 # ---------------------------------------------------------------- the compile checks on executors
 
+def test_the_tasks_name_functions_that_exist():
+    """Workers find their task by name (runs.py), and runs.py calls into kernels/checks by name: moving those
+    (ascend.run, cuda.run, ascend_run.run_job, the negative controls) means moving these calls too."""
+    from atlas_kernels.autotune import runs
+    from atlas_kernels.autotune.worker import resolve
+    from atlas_kernels.checks import RETRY_NOTE, ascend, cuda
+    from atlas_kernels.checks.ascend_run import run_job
+    assert [resolve(fn) for fn in (runs.TIME_FN, runs.CHECK_FN, runs.ASCEND_RUN_FN)] == [
+        runs.time_config, runs.check_job, runs.ascend_run_job]
+    assert callable(ascend.run) and callable(cuda.run) and callable(run_job) and RETRY_NOTE
+    job = runs.job_of({"kernel": "negative_control.ub_fits", "variant": "fp32", "target": "Ascend910B2",
+                       "config": {"BLOCK": 1024}, "shipped": True})
+    assert job.spec.name == "negative_control.ub_fits" and runs.job_ref(job)["config"] == {"BLOCK": 1024}
+
+
 CUDA_CHECKS = """
 import json, sys
 from atlas_kernels.checks import jobs, run_checks
