@@ -200,10 +200,26 @@ def test_ray_executor_survives_exit_hang_raise_and_resumes(ray_local, tmp_path, 
     _check_resume(tmp_path, "ray", monkeypatch, capsys, *args)
 
 
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_interpreter_kernel_on_workers_matches_inline(executor, request, tmp_path, capsys):
+    """A real kernel in the interpreter, timed by the test timer: the store is the executor's business only."""
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    argv = ["tune", "--op", "int4_pack.nz_to_nd", "--shapes", "B=1,M=8,N=16"]  # 3 variants x 7 configs
+    assert tune_cli([*argv, "--store", str(tmp_path / "inline")]) == 0
+    assert tune_cli([*argv, "--store", str(tmp_path / "w"), "--executor", executor, "--devices", "0,1"]) == 0
+    a, b = (store.read(tmp_path / n / "interpreter.json") for n in ("inline", "w"))
+    assert len(a) == 3 and {e.key: e.config for e in a} == {e.key: e.config for e in b}
+    assert {e.provenance["configs"] for e in b} == {7}  # every candidate timed, none failed
+    assert f"0 configs failed; executor {executor}: 2 workers" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_ray_two_node_cluster_tunes_on_both_nodes(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'atlas-kernels[distributed]'")
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'atlas-kernels[distributed]'")
     from ray.cluster_utils import Cluster
+    if ray.is_initialized():  # the module's one-node Ray (ray_local): the executor must attach to the cluster
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
@@ -218,17 +234,3 @@ def test_ray_two_node_cluster_tunes_on_both_nodes(tmp_path, monkeypatch, capsys)
     finally:
         cluster.shutdown()
     assert "2 configs failed" in out and "0 restarts" in out  # the two wrong BLOCK=16 only
-
-
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_interpreter_kernel_on_workers_matches_inline(executor, request, tmp_path, capsys):
-    """A real kernel in the interpreter, timed by the test timer: the store is the executor's business only."""
-    if executor == "ray":
-        request.getfixturevalue("ray_local")
-    argv = ["tune", "--op", "int4_pack.nz_to_nd", "--shapes", "B=1,M=8,N=16"]  # 3 variants x 7 configs
-    assert tune_cli([*argv, "--store", str(tmp_path / "inline")]) == 0
-    assert tune_cli([*argv, "--store", str(tmp_path / "w"), "--executor", executor, "--devices", "0,1"]) == 0
-    a, b = (store.read(tmp_path / n / "interpreter.json") for n in ("inline", "w"))
-    assert len(a) == 3 and {e.key: e.config for e in a} == {e.key: e.config for e in b}
-    assert {e.provenance["configs"] for e in b} == {7}  # every candidate timed, none failed
-    assert f"0 configs failed; executor {executor}: 2 workers" in capsys.readouterr().out
