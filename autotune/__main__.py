@@ -74,7 +74,10 @@ def _delegate(check: str, targets: list, args) -> tuple:
         out = os.path.join(tmp, "rows.json")
         cmd = [python, "-m", "atlas_kernels.autotune", "tune", "--dry-run", "--op", args.op, "--target",
                ",".join(targets), "--jobs", str(args.jobs), "--json", out,
-               *(["--shapes", args.shapes] if args.shapes else []), *(["--full-space"] if args.full_space else [])]
+               *(["--shapes", args.shapes] if args.shapes else []), *(["--full-space"] if args.full_space else []),
+               *(["--executor", args.executor] if args.executor else []),
+               *(["--address", args.address] if args.address else []),
+               *(["--timeout", str(args.timeout)] if args.timeout else [])]
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         print(f"{check} targets {','.join(targets)}: running in {found}", file=sys.stderr)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -92,6 +95,7 @@ DRY_RUN_TARGETS = "Ascend910B2,sm_90"
 
 def dry_run(args) -> int:
     from .._backend import TRITON_FLAVOUR
+    from .executor import options_of
     from .targets import get_target
     from .tune import CHECK_OF, Progress, dry_run_jobs, parse_shapes, result_rows, run_checks, select_kernels, summarize
 
@@ -114,7 +118,7 @@ def dry_run(args) -> int:
     for name in local:
         jobs = dry_run_jobs(specs, name, shapes, args.full_space)
         progress = Progress(len(jobs), f"{name} {mine}")
-        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space)
+        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space, executor=options_of(args))
         progress.close()
         rows += result_rows(jobs, results, mine)
     if foreign:
@@ -184,6 +188,11 @@ def _device(name: str | None):
 
 def timing_refusal(device) -> str | None:
     """Why configs cannot be timed on ``device`` (None: they can)."""
+    from .runs import TIMER_ENV
+    if os.environ.get(TIMER_ENV):
+        print(f"tune: ${TIMER_ENV} is set: times come from the config alone (a test timer), nothing is timed",
+              file=sys.stderr)
+        return None
     if _interpreter_on() or device.type == "cpu":
         why = "TRITON_INTERPRET=1 is set" if _interpreter_on() else "no CUDA GPU or Ascend NPU is available"
         return (f"tune: refusing to time configs: {why}, and times in Triton's CPU interpreter say nothing about a "
@@ -191,22 +200,39 @@ def timing_refusal(device) -> str | None:
     return None
 
 
+def _visible(kind: str) -> int:
+    import torch
+    if kind == "npu":
+        return torch.npu.device_count()
+    return torch.cuda.device_count() if kind == "cuda" else 1
+
+
 def measure_cli(args) -> int:
     from . import store
-    from .targets import detect_target
     from .candidates import CANDIDATE_LIMIT, candidates
-    from .tune import Progress, entry_of, measure, parse_budget, parse_shapes, select_kernels, tuned_groups
+    from .executor import ExecutorError, Journal, device_slots, make, options_of
+    from .runs import TUNE_TIMEOUT_S, Group, failures, tune_groups
+    from .targets import detect_target, get_target
+    from .tune import Progress, entry_of, parse_budget, parse_shapes, select_kernels, tuned_groups
 
-    device = _device(args.device)
-    refusal = timing_refusal(device)
+    options = options_of(args)
+    if options.kind == "ray" and args.target:  # the devices are the cluster's: this machine need have none
+        target = get_target(args.target)
+        kind = target.backend
+        refusal = timing_refusal(__import__("torch").device("cpu")) if kind == "cpu" else None
+    else:
+        device = _device(args.device)
+        refusal = timing_refusal(device)
+        kind = device.type
     if refusal:
         print(refusal)
         return 2
-    target = detect_target(device)
-    if args.target and args.target != target.name:
-        print(f"tune: --target {args.target} but this device is {target.name}; configs are measured on this device "
-              f"only (--dry-run checks other targets)")
-        return 2
+    if not (options.kind == "ray" and args.target):
+        target = detect_target(device)
+        if args.target and args.target != target.name:
+            print(f"tune: --target {args.target} but this device is {target.name}; configs are measured on this "
+                  f"device only (--dry-run checks other targets; --executor ray --target T times on a cluster's)")
+            return 2
     budget = parse_budget(args.budget)
     given = parse_shapes(args.shapes) if args.shapes else None
     groups, skipped = [], []
@@ -218,41 +244,56 @@ def measure_cli(args) -> int:
         if not mine:
             skipped.append(f"{spec.name}: no shape with dims {','.join(spec.tuning.dims)} given")
             continue
-        groups += [(spec, v, s) for v, s in mine]
+        groups += [Group(spec, v, s, candidates(spec, target, v, None if args.full_space else s,
+                                                limit=10**9 if args.full_space else CANDIDATE_LIMIT))
+                   for v, s in mine]
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     if not groups:
         print("tune: nothing to measure")
         return 2
     out_dir = pathlib.Path(args.store) if args.store else store.user_dir()
-    lists = [candidates(spec, target, v, None if args.full_space else s, limit=10**9 if args.full_space else
-                        CANDIDATE_LIMIT) for spec, v, s in groups]
-    progress = Progress(sum(map(len, lists)), f"tune {target.name}")
-    end = time.monotonic() + budget if budget is not None else None
-    rows, unwritten, cut, slowest = [], 0, 0, 0.0
-    for i, (spec, variant, shape) in enumerate(groups):
-        # each group gets an equal share of what is left, so a slow early group cannot starve the rest
-        deadline = None if end is None else time.monotonic() + (end - time.monotonic()) / (len(groups) - i)
-        res = measure(spec, variant, shape, device, target, deadline=deadline, progress=progress,
-                      full_space=args.full_space, estimate=slowest)
-        slowest = max(slowest, res.seconds_per_config)
+    index = getattr(device, "index", None) if options.kind != "ray" and args.device else None
+    devices = options.devices or ([index] if index is not None else list(range(_visible(kind))))
+    try:
+        journal = Journal(args.journal or store.store_file(out_dir, target.name).with_suffix(".journal.jsonl"),
+                          args.resume)
+    except OSError as e:  # the journal lives next to the store: neither can be written, nothing is measured
+        print(f"tune: cannot write tuned-config store {out_dir} (its journal: {e})", file=sys.stderr)
+        return 1
+    resources = {"npu": {"NPU": 1}, "cuda": {"GPU": 1}}.get(kind, {"CPU": 1})
+    progress = Progress(0, f"tune {target.name}")
+    try:
+        with make(options, device_slots(kind, devices), {"target": target.name}, resources=resources,
+                  device=str(device) if options.kind != "ray" or not args.target else "cpu") as executor:
+            results = tune_groups(groups, target, executor, journal=journal, budget=budget, progress=progress,
+                                  timeout=options.timeout or TUNE_TIMEOUT_S)
+            workers, refused, restarts = executor.workers, executor.refused, executor.restarts
+    except ExecutorError as e:
+        progress.close()
+        print(f"tune: {e}; what finished is in {journal.path} (--resume continues)")
+        return 2
+    finally:
+        journal.close()
+    progress.close()
+    name = workers[0]["device_name"] if workers else "?"
+    rows, unwritten, cut = [], 0, 0
+    for g, res in zip(groups, results):
         best = res.best
         if best is None or (not res.complete and len([t for _, t, _ in res.times if t is not None]) < 2):
             unwritten += 1
             continue
         cut += not res.complete
         try:
-            store.merge_into(out_dir, target.name, [entry_of(res, spec, device)])
+            store.merge_into(out_dir, target.name, [entry_of(res, g.spec, name)])
         except store.StoreError as e:  # every later group would fail the same way: stop, say so, exit nonzero
-            progress.close()
             print(f"tune: {e}; {len(rows)} entries were written before this", file=sys.stderr)
             return 1
         d_ms = res.default_ms
         failed = sum(ms is None for _, ms, _ in res.times)
-        rows.append([spec.name, variant.label, _fmt_config(shape), _fmt_config(best[1]), f"{best[0]:.4f}",
+        rows.append([g.spec.name, g.variant.label, _fmt_config(g.shape), _fmt_config(best[1]), f"{best[0]:.4f}",
                      "-" if d_ms is None else f"{d_ms:.4f}", "-" if d_ms is None else f"{d_ms / best[0]:.2f}x",
                      f"{len(res.times)}/{failed}"])
-    progress.close()
     _table(rows, ["kernel", "variant", "shape", "best config", "best ms", "default ms", "speedup", "configs/failed"])
     print(f"\nwrote {len(rows)} entries to {store.store_file(out_dir, target.name)}")
     if cut:
@@ -261,6 +302,15 @@ def measure_cli(args) -> int:
     if unwritten:
         print(f"{unwritten} (kernel, variant, shape) groups with fewer than two configs timed within --budget "
               f"{args.budget} (or none correct): not written")
+    bad = failures(results)
+    for kernel, variant, shape, config, note in bad:
+        print(f"FAILED {kernel}[{variant}] {_fmt_config(shape)} {_fmt_config(config)}: {note}")
+    hosts = sorted({w.get("host", "?") + (f"/node {w['node']}" if w.get("node") else "") for w in workers})
+    where = (f"{len({w['slot'] for w in workers})} workers on {', '.join(hosts)}" if workers else
+             "no worker started (nothing left to run)")
+    print(f"{len(bad)} configs failed; executor {executor.name}: {where}, "
+          f"{restarts} restarts" + (f", {len(refused)} refused ({'; '.join(f'{w}: {r}' for w, r in refused)})"
+                                    if refused else "") + f"; journal {journal.path}")
     return 0
 
 
@@ -393,6 +443,11 @@ def main(argv=None) -> int:
     p.add_argument("--store", help="directory to merge results into (default: the user store)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="dry run: parallel worker processes")
     p.add_argument("--json", help="dry run: write every config's result to this file")
+    from .executor import add_arguments
+    add_arguments(p, journal=False)
+    p.add_argument("--journal", help="JSONL file each measurement is appended to as it arrives (default: "
+                                     "<store>/<target>.journal.jsonl)")
+    p.add_argument("--resume", action="store_true", help="skip the configs the journal already holds")
     p = sub.add_parser("show", help="the config each kernel would use, and where it comes from")
     p.add_argument("--op", required=True)
     p.add_argument("--target", help="target name (default: this device's)")

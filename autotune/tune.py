@@ -87,22 +87,32 @@ class Progress:
     """
 
     def __init__(self, total: int, label: str, stream=None):
-        self.total, self.label, self.done = max(total, 0), label, 0
+        self.total, self.label, self.done, self.failed = max(total, 0), label, 0, 0
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last_draw = 0.0
         self._last_decile = -1
+        self._rate_from = None
 
     def line(self, note: str = "") -> str:
         elapsed = time.monotonic() - self.start
         frac = self.done / self.total if self.total else 1.0
         bar = "#" * int(frac * 24) + "-" * (24 - int(frac * 24))
-        left = f"~{_clock(elapsed / self.done * (self.total - self.done))} left" if self.done else "? left"
-        return f"{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%} {_clock(elapsed)} elapsed, {left} {note}"
+        if self._rate_from is not None and self.done > self._rate_from[1]:  # the pace since the first result
+            t0, d0 = self._rate_from  # (workers' start-up is no part of the time a config takes)
+            left = f"~{_clock((time.monotonic() - t0) / (self.done - d0) * (self.total - self.done))} left"
+        else:
+            left = "? left"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%}{failed} {_clock(elapsed)} elapsed, "
+                f"{left} {note}")
 
-    def step(self, n: int = 1, note: str = "") -> None:
+    def step(self, n: int = 1, note: str = "", failed: bool = False) -> None:
+        if self._rate_from is None:
+            self._rate_from = (time.monotonic(), self.done + n)
         self.done += n
+        self.failed += failed
         now = time.monotonic()
         if self.tty:
             if now - self._last_draw > 0.1 or self.done >= self.total:
@@ -174,7 +184,8 @@ def compile_key(job) -> str:
                       default=str)
 
 
-def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False) -> list:
+def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False,
+               executor=None) -> list:
     """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar; quick: see there).
 
     Jobs that compile the same kernel (compile_key) are checked once, as the shipped job if one of them is;
@@ -191,7 +202,7 @@ def run_checks(jobs: list, check: str, workers: int, progress: Progress | None =
     if progress:
         progress.total = len(todo)
     results = run(todo, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None,
-                  quick=quick)
+                  quick=quick, executor=executor)
     out = []
     for job in jobs:
         rep = todo[first[compile_key(job)]]
@@ -322,7 +333,7 @@ def device_name(device) -> str:
 def entry_of(result: GroupResult, spec, device) -> "object":
     from .store import Entry, current_versions
     ms, config = result.best
-    prov = {"source": "measured", "device": device_name(device),
+    prov = {"source": "measured", "device": device if isinstance(device, str) else device_name(device),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **current_versions(), "median_ms": round(ms, 6),
             "default_ms": None if result.default_ms is None else round(result.default_ms, 6),

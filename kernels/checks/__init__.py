@@ -109,7 +109,7 @@ def _run_index(i: int) -> tuple:
     return r.ok, r.detail, r.stats
 
 
-def run_checks(jobs: list, check: str, workers: int, on_result=None, quick: bool = False) -> list:
+def run_checks(jobs: list, check: str, workers: int, on_result=None, quick: bool = False, executor=None) -> list:
     """[(ok, detail, stats)] per job: the "ascend" lowering or the "cuda" compile check, in forked workers.
 
     A failed job runs once more: triton-ascend's adapter occasionally crashes on a
@@ -117,8 +117,13 @@ def run_checks(jobs: list, check: str, workers: int, on_result=None, quick: bool
     with RETRY_NOTE and the first failure in its detail. on_result(job) is called
     as each first attempt finishes (progress bars). quick: the tuner's dry run (CUDA: the launch-like
     compile only; Ascend: a stored verdict whose Linalg hash matches stands for bishengir), see each run().
+    executor (autotune.executor.Options): its local and ray backends run the jobs in ``workers`` long-lived
+    workers, each job with a timeout, a crash failing that job only (autotune/runs.py).
     """
     global _RUN
+    if executor is not None and executor.kind in ("local", "ray"):
+        from ..autotune.runs import check_jobs
+        return check_jobs(jobs, check, executor, workers, on_result, quick)
     if check == "ascend":
         from .ascend import run
     else:

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
     parser.add_argument("--json", help="write every result to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
+    from ..autotune.executor import add_arguments, options_of
+    add_arguments(parser, devices=False)  # --executor (here inline by default: the forked pool), --address, ...
     args = parser.parse_args(argv)
     _reexec_without_interpreter()
     if args.check == "ascend-run":
@@ -104,7 +106,8 @@ def main(argv=None) -> int:
     from ..autotune.tune import Progress
     progress = Progress(len(todo), f"{args.check} check")
     results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs,
-                                                                  lambda job: progress.step()))]
+                                                                  lambda job: progress.step(),
+                                                                  executor=options_of(args)))]
     progress.close()
     elapsed = time.time() - start
     if args.write_verdicts:

@@ -1409,22 +1409,28 @@ def _run_index(i: int) -> tuple:
 
 
 def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1, sample: int = 0,
-         full: bool = False) -> int:
+         full: bool = False, executor=None) -> int:
     """Every shipped config of every kernel with a case (names starting with one of the comma-separated
     ``prefix``es), plus ``sample`` other configs of each space (``full``: all of them), on each target, in
-    ``workers`` forked processes: print a table, return 0 if all match."""
+    ``workers`` forked processes (executor: autotune.executor.Options; local/ray: long-lived workers with a
+    timeout per job, autotune/runs.py): print a table, return 0 if all match."""
     import concurrent.futures
     import multiprocessing
     from . import jobs, print_table
     _JOBS[:] = jobs(targets, full=full, prefix=tuple(prefix.split(",")), sample=sample)
     rows, counts = [], {}
-    ctx = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        for job, (status, detail, secs) in zip(_JOBS, pool.map(_run_index, range(len(_JOBS)), chunksize=1)):
-            counts[status] = counts.get(status, 0) + 1
-            level = (" (HFusion level)" if job.spec.uses_dot else "") + ("" if job.shipped else " (sampled config)")
-            if not (quiet and status == "match"):
-                rows.append([status, job.label, f"{secs:.1f}s", (detail + level)[:300]])
+    if executor is not None and executor.kind in ("local", "ray"):
+        from ..autotune.runs import check_jobs
+        results = check_jobs(_JOBS, "ascend-run", executor, workers)
+    else:
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+            results = list(pool.map(_run_index, range(len(_JOBS)), chunksize=1))
+    for job, (status, detail, secs) in zip(_JOBS, results):
+        counts[status] = counts.get(status, 0) + 1
+        level = (" (HFusion level)" if job.spec.uses_dot else "") + ("" if job.shipped else " (sampled config)")
+        if not (quiet and status == "match"):
+            rows.append([status, job.label, f"{secs:.1f}s", (detail + level)[:300]])
     _JOBS.clear()
     print_table(rows, ["status", "kernel[variant] target config", "time", "detail"])
     print("\nascend-run: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
@@ -1444,5 +1450,6 @@ def cli(args) -> int:
     except ascend.ToolMissing as e:
         print(e)
         return 2
+    from ..autotune.executor import options_of
     return main((args.targets or "Ascend910B2,Ascend910_9391").split(","), args.kernels, args.quiet, args.jobs,
-                args.sample or 0, args.full)
+                args.sample or 0, args.full, options_of(args))
