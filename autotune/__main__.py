@@ -27,7 +27,7 @@ def _fmt_config(config: dict) -> str:
 
 
 def _table(rows: list, columns: list) -> None:
-    from ..checks import print_table
+    from ..checks.jobs import print_table
     print_table(rows, columns)
 
 
@@ -138,7 +138,7 @@ def dry_run(args) -> int:
         print(f"FAIL {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}{tag}: {r['detail']}")
     if len(failed) > 20:
         print(f"... and {len(failed) - 20} more failures (--json FILE lists all)")
-    from ..checks import RETRY_NOTE
+    from ..checks.pool import RETRY_NOTE
     for r in rows:
         if r["ok"] and r["detail"].startswith(RETRY_NOTE):
             print(f"RETRIED {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}: {r['detail']}")

@@ -14,7 +14,7 @@ from .quant_matmul import (decode_quant_param, npu_quant_matmul, npu_trans_quant
                            trans_quant_param)
 from .rope_quant_kvcache import dequant_rope_quant_kvcache, npu_dequant_rope_quant_kvcache
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 __all__ = ["info", "warmup",
            "convert_weight_to_int4pack", "unpack_int4", "nd_to_nz", "nz_to_nd", "npu_convert_weight_to_int4pack",

@@ -20,8 +20,8 @@ import re
 import subprocess
 import tempfile
 
-from ..autotune import split_config
-from . import Job, Result, signature
+from ..autotune.registry import split_config
+from .jobs import Job, Result, signature
 
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 _CP_ASYNC = re.compile(r"^\s*(?:@!?%p\d+\s+)?cp\.async\.c[ag]\.", re.M)  # one async global->shared copy each

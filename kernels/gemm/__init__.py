@@ -10,13 +10,13 @@
   spaces.py       config spaces and derived defaults per target
   specs.py        the two kernels in the registry
   plan.py         Modes (derived from dtypes once) and GemmPlan (a validated call)
-  launch.py       ``launch``: the one launch both ops use
+  dispatch.py     ``launch``: the one launch both ops use
   tuning.py       shapes, buckets and the modelled work for the tuner
 
 quant_matmul.py and compress_matmul.py validate their arguments, build a GemmPlan and call ``launch``.
 """
 from .formats import AFormat, BFormat, BiasMode, OffsetMode, ScaleMode  # noqa: F401
-from .launch import check_32bit, config_variant, launch  # noqa: F401
+from .dispatch import check_32bit, config_variant, launch  # noqa: F401
 from .plan import GemmPlan, Modes, modes  # noqa: F401
 from .specs import GEMM, GEMM_A8W4  # noqa: F401
 from .variants import GemmVariant  # noqa: F401
