@@ -84,6 +84,9 @@ def main(targets: list, prefix: str = "", quiet: bool = False, workers: int = 1,
     import multiprocessing
     from ..jobs import jobs, print_table
     _JOBS[:] = jobs(targets, full=full, prefix=tuple(prefix.split(",")), sample=sample)
+    if not _JOBS:  # a --kernels filter that matches nothing must not read as a pass
+        print(f"no registered kernel starts with {prefix!r} (--kernels takes comma-separated prefixes)")
+        return 2
     rows, counts = [], {}
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
