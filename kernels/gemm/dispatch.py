@@ -6,7 +6,6 @@ config, the split-K schedule and the persistent grid, and passes each kernel the
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
@@ -21,15 +20,18 @@ from .specs import GEMM, GEMM_A8W4
 from .variants import GemmVariant, launch_variants
 
 
-@functools.lru_cache(maxsize=None)
-def _launched(spec_name: str) -> dict:
-    return launch_variants((GEMM_A8W4 if spec_name == GEMM_A8W4.name else GEMM).variants)
+# (operands, decode) -> the variant whose config a launch takes, per kernel
+_LAUNCHED = {spec.name: launch_variants(spec.variants) for spec in (GEMM, GEMM_A8W4)}
+
+
+def _spec(plan: GemmPlan):
+    return GEMM_A8W4 if plan.group_k else GEMM
 
 
 def config_variant(plan: GemmPlan, b_k_unit: bool) -> GemmVariant:
     """The registry variant whose config a call uses: its operands, the decode variant for m <= 16 where one
     exists (sparse-int32 has none)."""
-    table = _launched((GEMM_A8W4 if plan.group_k else GEMM).name)
+    table = _LAUNCHED[_spec(plan).name]
     ops = operands(plan.modes, b_k_unit)
     return table.get((ops, plan.m <= 16)) or table[ops, False]
 
@@ -85,7 +87,7 @@ def launch(op: str, plan: GemmPlan, x1: torch.Tensor, x2: torch.Tensor, scale: O
     b_k_unit = sbk == 1 and x2.shape[-2] > 1
     units = {"A_K_UNIT": x1.stride(-1) == 1, "B_K_UNIT": b_k_unit, "B_N_UNIT": sbn == 1 and not b_k_unit}
     variant = config_variant(plan, b_k_unit)
-    spec = GEMM_A8W4 if plan.group_k else GEMM
+    spec = _spec(plan)
     target = _backend.target_for(device)
     meta, opts = split_config(pick_config(spec.name, target, variant.label, m=m, k=k, n=n))
     if b_fmt == BFormat.SPARSE and meta["BLOCK_N"] % SPARSE_CHUNK.value:
