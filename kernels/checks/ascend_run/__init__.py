@@ -46,3 +46,4 @@ from .hivm import Abi, rewrite  # noqa: F401
 from .launch import CpuKernel, LaunchError, Launcher, on_cpu_as  # noqa: F401
 from .mlir import Unsupported  # noqa: F401
 from .runner import cli, compare, main, run_job  # noqa: F401
+from ..cases import torch_dtype as _torch_dtype  # noqa: F401  (case files written against the old module)
