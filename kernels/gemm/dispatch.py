@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 
 from .. import _backend
-from ..autotune import pick_config, split_config
+from ..autotune.registry import split_config
+from ..autotune.select import pick_config
 from . import split_k
 from .formats import SPARSE_CHUNK, BFormat
 from .plan import GemmPlan, operands

@@ -8,7 +8,7 @@ defaults come from the cuda check (no spills; wgmma on sm_90).
 """
 from __future__ import annotations
 
-from ..autotune import Target
+from ..autotune.targets import Target
 from .formats import A8W4_K_STEP, SPARSE_CHUNK, AFormat, BFormat, ScaleMode
 from .split_k import SPLIT_K_CHOICES
 from .variants import GemmVariant

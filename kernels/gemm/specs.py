@@ -5,7 +5,7 @@ formats and matmul_compress_dequant's sparse weight), ``quant_matmul.gemm_a8w4``
 """
 from __future__ import annotations
 
-from ..autotune import KernelSpec, register_kernel
+from ..autotune.registry import KernelSpec, register_kernel
 from .kernel import _qmm_kernel
 from .kernel_a8w4 import _a8w4_kernel
 from .spaces import _default, _space

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..autotune import Target, Tuning, pow2_bucket
+from ..autotune.registry import Tuning, pow2_bucket
 from ..autotune.candidates import Work
+from ..autotune.targets import Target
 from .formats import AFormat, BFormat
 from .variants import GemmVariant
 

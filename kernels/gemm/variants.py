@@ -13,7 +13,7 @@ import dataclasses
 
 import torch
 
-from ..autotune import Variant
+from ..autotune.registry import Variant
 from .formats import AFormat, BFormat
 from .plan import Modes, modes
 
