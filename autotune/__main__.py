@@ -27,7 +27,7 @@ def _fmt_config(config: dict) -> str:
 
 
 def _table(rows: list, columns: list) -> None:
-    from ..checks import print_table
+    from ..checks.jobs import print_table
     print_table(rows, columns)
 
 
@@ -96,6 +96,7 @@ DRY_RUN_TARGETS = "Ascend910B2,sm_90"
 def dry_run(args) -> int:
     from .._backend import TRITON_FLAVOUR
     from .executor import options_of
+    from .runs import check_runner
     from .targets import get_target
     from .tune import CHECK_OF, Progress, dry_run_jobs, parse_shapes, result_rows, run_checks, select_kernels, summarize
 
@@ -118,7 +119,8 @@ def dry_run(args) -> int:
     for name in local:
         jobs = dry_run_jobs(specs, name, shapes, args.full_space)
         progress = Progress(len(jobs), f"{name} {mine}")
-        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space, executor=options_of(args))
+        results = run_checks(jobs, mine, args.jobs, progress, quick=not args.full_space,
+                             run=check_runner(options_of(args)))
         progress.close()
         rows += result_rows(jobs, results, mine)
     if foreign:
@@ -142,7 +144,7 @@ def dry_run(args) -> int:
         print(f"FAIL {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}{tag}: {r['detail']}")
     if len(failed) > 20:
         print(f"... and {len(failed) - 20} more failures (--json FILE lists all)")
-    from ..checks import RETRY_NOTE
+    from ..checks.pool import RETRY_NOTE
     for r in rows:
         if r["ok"] and r["detail"].startswith(RETRY_NOTE):
             print(f"RETRIED {r['kernel']}[{r['variant']}] {r['target']} {_fmt_config(r['config'])}: {r['detail']}")
@@ -210,7 +212,8 @@ def _visible(kind: str) -> int:
 def measure_cli(args) -> int:
     from . import store
     from .candidates import CANDIDATE_LIMIT, candidates
-    from .executor import ExecutorError, Journal, device_slots, make, options_of
+    from .executor import ExecutorError, Journal, device_slots, options_of
+    from .runs import make
     from .runs import TUNE_TIMEOUT_S, Group, failures, tune_groups
     from .targets import detect_target, get_target
     from .tune import Progress, entry_of, parse_budget, parse_shapes, select_kernels, tuned_groups

@@ -403,20 +403,3 @@ def options_of(args) -> Options:
             raise ValueError(f"--devices: {args.devices!r} is not a comma-separated list of device indices") from None
     return Options(getattr(args, "executor", None), devices, getattr(args, "address", None),
                    getattr(args, "timeout", None), getattr(args, "journal", None), getattr(args, "resume", False))
-
-
-def make(options: Options, slots: list, requires: dict, *, resources: dict | None = None, device: str = "cpu",
-         preload=()) -> Executor:
-    """The executor ``options`` ask for: inline runs in this process on ``device``; local spawns a worker per
-    slot; ray starts an actor per slot asking ``resources`` ({"NPU": 1}, {"GPU": 1} or {"CPU": 1}) each."""
-    kind = options.kind or ("local" if len(slots) > 1 else "inline")
-    if kind == "inline":
-        return InlineExecutor(device, requires)
-    if kind == "local":
-        return LocalExecutor(slots, requires, preload)
-    if kind == "ray":
-        from .executor_ray import RayExecutor
-        resources = resources or {"CPU": 1}
-        count = len(slots) if options.devices is not None or "CPU" in resources else None  # None: the cluster's
-        return RayExecutor(count, requires, resources, options.address, preload)
-    raise ValueError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")

@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 
-from .executor import Journal, Options, Task, cpu_slots, make
+from .executor import EXECUTORS, Executor, InlineExecutor, Journal, LocalExecutor, Options, Task, cpu_slots
 
 TIME_FN = "atlas_kernels.autotune.runs:time_config"
 CHECK_FN = "atlas_kernels.autotune.runs:check_job"
@@ -55,7 +55,8 @@ def time_config(payload: dict, ctx: dict) -> dict:
     import torch
 
     from . import tune
-    from .registry import KERNELS, override_config
+    from .registry import KERNELS
+    from .select import override_config
     spec = KERNELS[payload["kernel"]]
     variant = spec.variant(payload["variant"])
     configs, config = payload["configs"], payload["config"]
@@ -206,6 +207,32 @@ def ascend_run_job(payload: dict, ctx: dict) -> list:
     """[status, detail, seconds] of the Ascend CPU run of one job (checks/ascend_run.py's run_job)."""
     from ..checks.ascend_run import run_job
     return list(run_job(job_of(payload["job"])))
+
+
+def make(options: Options, slots: list, requires: dict, *, resources: dict | None = None, device: str = "cpu",
+         preload=()) -> Executor:
+    """The executor ``options`` ask for: inline runs in this process on ``device``; local spawns a worker per
+    slot; ray starts an actor per slot asking ``resources`` ({"NPU": 1}, {"GPU": 1} or {"CPU": 1}) each."""
+    kind = options.kind or ("local" if len(slots) > 1 else "inline")
+    if kind == "inline":
+        return InlineExecutor(device, requires)
+    if kind == "local":
+        return LocalExecutor(slots, requires, preload)
+    if kind == "ray":
+        from .executor_ray import RayExecutor  # Ray is optional: imported only when asked for
+        resources = resources or {"CPU": 1}
+        count = len(slots) if options.devices is not None or "CPU" in resources else None  # None: the cluster's
+        return RayExecutor(count, requires, resources, options.address, preload)
+    raise ValueError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
+
+
+def check_runner(options: Options):
+    """A run_checks-like callable (jobs, check, workers, on_result=None, quick=False) -> results that runs the
+    jobs on ``options``' local or ray executor (check_jobs), or None for inline (the caller's forked pool)."""
+    if options is None or options.kind not in ("local", "ray"):
+        return None
+    return lambda jobs, check, workers, on_result=None, quick=False: check_jobs(jobs, check, options, workers,
+                                                                                 on_result, quick)
 
 
 # ---------------------------------------------------------------- driver side: checks

@@ -259,7 +259,7 @@ def _merge_into(path: pathlib.Path, target: str, entries) -> pathlib.Path:
 # ---------------------------------------------------------------- versions
 
 def current_versions() -> dict:
-    from .. import __version__
+    from .._version import __version__
     from .._backend import TRITON_FLAVOUR, TRITON_VERSION
     return {"triton": f"{TRITON_FLAVOUR} {TRITON_VERSION}", "library": __version__}
 
@@ -384,7 +384,7 @@ def resolve(kernel: str, target: Target, variant: str, shape_key: tuple = ()) ->
 
 def derived_entries(target: Target, kernels=None) -> list:
     """The derived default of every (kernel, variant) on ``target`` as shape-less store entries."""
-    from .. import __version__
+    from .._version import __version__
     out = []
     for name, spec in sorted(KERNELS.items()):
         if kernels is not None and name not in kernels:

@@ -10,7 +10,8 @@ import sys
 import time
 
 from .candidates import CANDIDATE_LIMIT, candidates
-from .registry import KERNELS, override_config
+from .registry import KERNELS
+from .select import override_config
 from .targets import get_target
 
 
@@ -156,7 +157,7 @@ def dry_run_jobs(specs, target_name: str, shapes=None, full_space: bool = False)
     variants no shape takes are left out. full_space, or a kernel without a tuning harness: every config
     of every variant's space.
     """
-    from ..checks import Job
+    from ..checks.jobs import Job
     target = get_target(target_name)
     out = []
     for spec in specs:
@@ -177,7 +178,7 @@ def compile_key(job) -> str:
     that are no kernel argument (SPLIT_K: the launcher's) leave it unchanged."""
     import json
 
-    from ..checks import signature
+    from ..checks.jobs import signature
     from .registry import split_config
     sig, constexprs = signature(job.spec, job.variant, job.config)
     return json.dumps([job.spec.name, job.target.name, sig, constexprs, split_config(job.config)[1]], sort_keys=True,
@@ -185,12 +186,13 @@ def compile_key(job) -> str:
 
 
 def run_checks(jobs: list, check: str, workers: int, progress: Progress | None = None, quick: bool = False,
-               executor=None) -> list:
+               run=None) -> list:
     """[(ok, detail, stats)] per job (atlas_kernels.checks.run_checks, with a progress bar; quick: see there).
 
     Jobs that compile the same kernel (compile_key) are checked once, as the shipped job if one of them is;
     the others share its result, with stats["how"] = "same kernel as <config>"."""
-    from ..checks import run_checks as run
+    if run is None:  # the forked pool; autotune.runs.check_runner gives the local / ray executors' equivalent
+        from ..checks.pool import run_checks as run
     first, todo = {}, []
     for i, job in enumerate(jobs):
         key = compile_key(job)
@@ -202,7 +204,7 @@ def run_checks(jobs: list, check: str, workers: int, progress: Progress | None =
     if progress:
         progress.total = len(todo)
     results = run(todo, check, workers, on_result=(lambda job: progress.step(note=job.spec.name)) if progress else None,
-                  quick=quick, executor=executor)
+                  quick=quick)
     out = []
     for job in jobs:
         rep = todo[first[compile_key(job)]]

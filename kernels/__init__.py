@@ -17,7 +17,7 @@ from .quant_matmul import (decode_quant_param, npu_quant_matmul, npu_trans_quant
                            trans_quant_param)
 from .rope_quant_kvcache import dequant_rope_quant_kvcache, npu_dequant_rope_quant_kvcache
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 __all__ = ["info", "warmup",
            "npu_add_rms_norm_dynamic_quant", "npu_add_rms_norm_quant",

@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - exercised in a Triton-free env by
 
 import torch
 
-from .autotune import Target, detect_target
+from .autotune.targets import Target, detect_target
 
 TRITON_FLAVOUR = "triton-ascend" if importlib.util.find_spec("triton.backends.ascend") else "triton"
 

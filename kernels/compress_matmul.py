@@ -20,7 +20,7 @@ Device memory then holds only this layout: the dense weight is never written the
 0.66 of dense int8, at 80% about 0.36, at 0% about 1.16 (larger than dense: compression only pays with
 zeros -- which is also true of CANN's format, whose ratio the bench reports next to ours).
 
-The GEMM is quant_matmul's kernel (same tiling, K loop and epilogue) with the B_SPARSE operand format:
+The GEMM is quant_matmul's kernel (atlas_kernels.gemm: same tiling, K loop and epilogue) with the SPARSE B format:
 the prologue of every (BLOCK_K, BLOCK_N) weight tile loads the tile's mask bytes, expands them to bits,
 turns them into value indices with one cumsum along n plus the row's offset, and gathers only the
 nonzeros (masked loads: zero lanes move no bytes). No scratch memory.
@@ -38,12 +38,11 @@ from typing import Optional
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import _backend, _split_k
+from . import _backend
 from ._validate import call_op, check_common, check_tensor, int_arg, int_list
-from .autotune import pick_config, split_config
 from .compress_codec import MAX_ELEMENTS, compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
-from .quant_matmul import (A_INT8, B_SPARSE, BIAS_INT, BIAS_NONE, GEMM, OFFSET_NONE, SCALE_F32, SCALE_NONE,
-                           SPARSE_CHUNK, _qmm_kernel)
+from .gemm import GEMM, AFormat, BFormat, GemmPlan, launch, modes  # noqa: F401  (GEMM: the bench reads it here)
+from .gemm.formats import SPARSE_CHUNK
 from .reference import compress_matmul as ref
 
 OP = "matmul_compress_dequant"
@@ -191,34 +190,15 @@ def _scale(deq_scale: torch.Tensor, n: int) -> torch.Tensor:
 
 def _gemm(x1: torch.Tensor, cw: CompressedWeight, bias: Optional[torch.Tensor],
           deq_scale: Optional[torch.Tensor]) -> torch.Tensor:
-    """quant_matmul's GEMM on the B_SPARSE weight. deq_scale None -> int32 (m, n) = x1 @ W^T + bias (exact);
+    """quant_matmul's GEMM on the SPARSE weight. deq_scale None -> int32 (m, n) = x1 @ W^T + bias (exact);
     else fp16 (m, n) with the fp32 scale in bits 0..31 of deq_scale."""
     m, k = x1.shape
     n = cw.n
-    device = x1.device
-    out = torch.empty((m, n), dtype=torch.float16 if deq_scale is not None else torch.int32, device=device)
-    if out.numel() == 0:
-        return out
-    target = _backend.target_for(device)
-    label = "sparse-int32" if deq_scale is None else "sparse-decode" if m <= 16 else "sparse"
-    meta, opts = split_config(pick_config(GEMM.name, target, label, m=m, k=k, n=n))
-    if meta["BLOCK_N"] % CHUNK:
-        raise ValueError(f"{OP}: config BLOCK_N = {meta['BLOCK_N']} is not a multiple of {CHUNK}")
-    modes = {"A_FORMAT": A_INT8.value, "B_FORMAT": B_SPARSE.value,
-             "SCALE_MODE": (SCALE_F32 if deq_scale is not None else SCALE_NONE).value,
-             "OFFSET_MODE": OFFSET_NONE.value, "HAS_PERTOKEN": False,
-             "BIAS_MODE": (BIAS_NONE if bias is None else BIAS_INT).value, "REQUANT": False,
-             "A_K_UNIT": x1.stride(1) == 1, "B_K_UNIT": False, "B_N_UNIT": False}
-    splittable = label == "sparse-decode"
-    meta, n_items, split_args = _split_k.launch_args(device, meta, m, n, k, 1, target.programs(True), splittable)
-    _backend.launch(GEMM.name, _qmm_kernel, _backend.persistent_grid(n_items, target, uses_dot=True),
-                    a_ptr=x1, b_ptr=cw.mask, out_ptr=out, scale_ptr=out if deq_scale is None else _scale(deq_scale, n),
-                    offset_ptr=out, pertoken_ptr=out, bias_ptr=out if bias is None else bias.reshape(n).contiguous(),
-                    bv_ptr=cw.values, bo_ptr=cw.offsets, M=m, N=n, K=k, n_batch=1, D1=1, D2=1, D3=1,
-                    sa0=0, sa1=0, sa2=0, sa3=0, sam=x1.stride(0), sak=x1.stride(1), sb0=0, sb1=0, sb2=0, sb3=0,
-                    sbk=cw.mask.shape[1], sbn=0, s_bias=0, nz_k1=0, **modes, **split_args, SPLITTABLE=splittable,
-                    **meta, **opts)
-    return out
+    out = torch.float16 if deq_scale is not None else torch.int32
+    plan = GemmPlan(m, k, n, (), out, modes(AFormat.INT8, BFormat.SPARSE, out, torch.float32, None if bias is None
+                                            else torch.int32, False, False))
+    return launch(OP, plan, x1, cw.mask, None if deq_scale is None else _scale(deq_scale, n),
+                  bias=None if bias is None else bias.reshape(n), values=cw.values, row_offsets=cw.offsets)
 
 
 # ---------------------------------------------------------------- public op
@@ -272,3 +252,23 @@ def npu_matmul_compress_dequant(x1: torch.Tensor, x2: torch.Tensor, compress_ind
     offset_x = int_arg(OP, "offset_x", offset_x, optional=True)
     return matmul_compress_dequant(x1, x2, compress_index, bias, scale, offset_w=offset_w, offset_x=offset_x or 0,
                                    compress_info=[8, 8, x1.shape[-1] if x1.dim() else 0, bias.shape[-1], 1])
+
+
+def tune_call(shape: dict, device):
+    """The tuner's launch of the GEMM's sparse variants at {m, k, n} (a dense random weight, compressed), through
+    the public op."""
+    m, k, n = shape["m"], shape["k"], shape["n"]
+    gen = torch.Generator().manual_seed(0)
+
+    def ints(lo, hi, *size):
+        return torch.randint(lo, hi, size, generator=gen, dtype=torch.int32)
+
+    def scales(*size):
+        return torch.rand(size, generator=gen) * 1e-3 + 1e-4
+
+    bias, scale_n = ints(-1000, 1000, n), scales(n)
+    scales(n), scales(m)  # the draws quant_matmul's harness makes for its other formats: the same inputs as before
+    x2, index, info = compress_weight(ints(-128, 128, n, k).to(torch.int8))
+    x1, deq = ints(-128, 128, m, k).to(torch.int8), scale_n.view(torch.int32).to(torch.int64).reshape(1, n)
+    args = [t.to(device) for t in (x1, x2, index, bias, deq)]
+    return lambda: matmul_compress_dequant(*args, compress_info=info)

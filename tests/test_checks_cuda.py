@@ -89,12 +89,15 @@ def test_cuda_check_requires_wgmma_for_a_shipped_dense_gemm_on_sm90():
 
 
 def test_wgmma_requirement_covers_the_18_dense_gemm_variants_on_sm90_only():
-    spec = KERNELS["quant_matmul.gemm"]
+    specs = [KERNELS["quant_matmul.gemm"], KERNELS["quant_matmul.gemm_a8w4"]]
     sm90, sm80 = get_target("sm_90"), get_target("sm_80")
-    need = [v.label for v in spec.variants if must_use_wgmma(Job(spec, v, sm90, {}, shipped=True))]
-    assert len(need) == 18 and not any(label.startswith("sparse") for label in need), need
-    assert {v.label for v in spec.variants} - set(need) == {"sparse", "sparse-decode", "sparse-int32"}
-    assert not any(must_use_wgmma(Job(spec, v, sm80, {}, shipped=True)) for v in spec.variants)
-    assert not any(must_use_wgmma(Job(spec, v, sm90, {}, shipped=False)) for v in spec.variants)
+    need = [(s.name, v.label) for s in specs for v in s.variants if must_use_wgmma(Job(s, v, sm90, {}, shipped=True))]
+    assert len(need) == 18 and not any(label.startswith("sparse") for _, label in need), need
+    assert {(s.name, v.label) for s in specs for v in s.variants} - set(need) == {
+        ("quant_matmul.gemm", label) for label in ("sparse", "sparse-decode", "sparse-int32")}
+    assert ("quant_matmul.gemm_a8w4", "a8w4-decode") in need
+    for spec in specs:
+        assert not any(must_use_wgmma(Job(spec, v, sm80, {}, shipped=True)) for v in spec.variants)
+        assert not any(must_use_wgmma(Job(spec, v, sm90, {}, shipped=False)) for v in spec.variants)
     other = KERNELS["int4_pack.pack"]
     assert not must_use_wgmma(Job(other, other.variants[0], sm90, {}, shipped=True))

@@ -13,7 +13,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import atlas_kernels as ak
-from atlas_kernels import _backend, _split_k
+from atlas_kernels import _backend
+from atlas_kernels.gemm import split_k as _split_k
 from atlas_kernels.autotune import override_config
 from atlas_kernels.reference import quant_matmul as ref
 from atlas_kernels.testing import kernel_ran

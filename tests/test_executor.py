@@ -126,7 +126,7 @@ def test_journal_skips_torn_lines_and_keeps_the_last_run(tmp_path):
 
 
 def test_ray_is_optional(monkeypatch):
-    from atlas_kernels.autotune.executor import make
+    from atlas_kernels.autotune.runs import make
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ExecutorError, match=r"pip install 'atlas-kernels\[distributed\]'"):
         make(Options("ray"), cpu_slots(1), {})
@@ -153,9 +153,10 @@ CUDA_CHECKS = """
 import json, sys
 from atlas_kernels.checks import jobs, run_checks
 from atlas_kernels.autotune.executor import Options
+from atlas_kernels.autotune.runs import check_runner
 todo = jobs(["sm_90"], prefix="int4_pack.unpack", sample=0)[:4]
 inline = run_checks(todo, "cuda", 1)
-local = run_checks(todo, "cuda", 2, executor=Options("local", timeout=120))
+local = check_runner(Options("local", timeout=120))(todo, "cuda", 2)
 print(json.dumps({"labels": [j.label for j in todo], "inline": inline, "local": local}))
 """
 

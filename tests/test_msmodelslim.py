@@ -1,5 +1,8 @@
 """load_msmodelslim on a small checkpoint written here in msModelSlim's ascendV1 layout: each loaded layer against
-the two op calls vllm-ascend builds from the same fields (bit for bit), FLOAT tensors, and bad checkpoints."""
+the two op calls vllm-ascend builds from the same fields (bit for bit), FLOAT tensors, and bad checkpoints.
+
+The model is loaded on the ``device`` fixture (the interpreter on CPU, else the GPU/NPU) and the two calls run there
+too, on the checkpoint's tensors moved to it."""
 import json
 import warnings
 
@@ -14,6 +17,7 @@ from atlas_kernels.testing import kernel_ran
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 GEMM = "quant_matmul.gemm"
+A8W4 = "quant_matmul.gemm_a8w4"  # the W4A8 layers' GEMM
 K, N = 256, 128
 LAYERS = {  # name -> (quant type, how the test writes it)
     "layers.0.self_attn.q_proj": ("W8A8", "int64 deq_scale (fp16 model)"),
@@ -136,13 +140,30 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(checkpoint):
+def _loaded_by_device(checkpoint):
+    """Loads the checkpoint once per device (the ``device`` fixture is function-scoped, the load is not)."""
     path, _ = checkpoint
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        model = load_msmodelslim(Model(), path)
-    assert not [w for w in seen if "load_msmodelslim" in str(w.message)]  # every tensor and Linear matched
-    return model
+    models = {}
+
+    def load(device):
+        if device not in models:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                models[device] = load_msmodelslim(Model().to(device), path)
+            assert not [w for w in seen if "load_msmodelslim" in str(w.message)]  # every tensor and Linear matched
+        return models[device]
+    return load
+
+
+@pytest.fixture
+def loaded(_loaded_by_device, device):
+    """The checkpoint loaded into Model() on ``device``."""
+    return _loaded_by_device(device)
+
+
+def on(tensors, device):
+    """The checkpoint's {name: tensor} with every tensor on ``device``."""
+    return {name: t.to(device) for name, t in tensors.items()}
 
 
 def x_rows(dtype, seed=3):
@@ -159,22 +180,22 @@ def static_two_calls(t, p, x):
 
 @pytest.mark.parametrize("p, dtype", [("layers.0.self_attn.q_proj", torch.float16),
                                       ("layers.0.self_attn.k_proj", torch.bfloat16)])
-def test_w8a8_static(loaded, checkpoint, p, dtype):
-    t = checkpoint[1]
+def test_w8a8_static(loaded, checkpoint, device, p, dtype):
+    t = on(checkpoint[1], device)
     m = loaded.get_submodule(p)
     assert isinstance(m, W8A8Linear) and m.deq_scale.dtype == t[p + ".deq_scale"].dtype
-    x = x_rows(dtype)
+    x = x_rows(dtype).to(device)
     with kernel_ran(GEMM):
         out = m(x)
         _, expect = static_two_calls(t, p, x)
     assert torch.equal(out, expect)
 
 
-def test_w8a8_dynamic(loaded, checkpoint):
-    p, t = "layers.0.self_attn.v_proj", checkpoint[1]
+def test_w8a8_dynamic(loaded, checkpoint, device):
+    p, t = "layers.0.self_attn.v_proj", on(checkpoint[1], device)
     m = loaded.get_submodule(p)
     assert isinstance(m, W8A8DynamicLinear)
-    x = x_rows(torch.bfloat16)
+    x = x_rows(torch.bfloat16).to(device)
     with kernel_ran(GEMM):
         out = m(x)
         q, s = ak.npu_dynamic_quant(x)
@@ -184,36 +205,37 @@ def test_w8a8_dynamic(loaded, checkpoint):
 
 
 @pytest.mark.parametrize("p", ["layers.0.self_attn.o_proj", "layers.0.mlp.up_proj", "layers.0.mlp.gate_proj"])
-def test_w4a8_dynamic(loaded, checkpoint, p):
+def test_w4a8_dynamic(loaded, checkpoint, device, p):
     """Packed (1.0.0): vllm-ascend's weight.T viewed as int32 is already quant_matmul's (in, out/8) layout;
     unpacked: convert_weight_to_int4pack of weight.T. Scales: fp16 round trip (vllm-ascend) in the int64 form."""
-    t = checkpoint[1]
+    t = checkpoint[1]  # the expected fields are computed on the host, then moved
     m = loaded.get_submodule(p)
     assert isinstance(m, W4A8DynamicLinear)
     w = t[p + ".weight"]
     if w.shape[0] == N // 2:
-        packed = w.t().contiguous().view(torch.int32)
+        packed = w.t().contiguous().view(torch.int32).to(device)
         scale, g = t[p + ".weight_scale"].reshape(N, 1), K
         offset = t[p + ".scale_bias"].sum(1)
     else:
-        packed = ak.convert_weight_to_int4pack(w.t().contiguous().to(torch.int32))
+        packed = ak.convert_weight_to_int4pack(w.t().contiguous().to(torch.int32).to(device))
         scale, g = t[p + ".weight_scale"] * t[p + ".weight_scale_second"], 64
         s16 = scale.half().double().reshape(N, K // g)
         offset = (8 * (w.double().reshape(N, K // g, g).sum(-1) * s16).sum(-1)).float()
-    param = ak.trans_quant_param(scale.half().float().t().contiguous())
+    param = ak.trans_quant_param(scale.half().float().t().contiguous()).to(device)
+    offset = offset.to(device)
     assert m.group_size == g and torch.equal(m.weight, packed) and torch.equal(m.weight_scale, param)
-    x = x_rows(torch.bfloat16)
-    with kernel_ran(GEMM):
+    x = x_rows(torch.bfloat16).to(device)
+    with kernel_ran(A8W4):
         out = m(x)
         q, s = ak.npu_dynamic_quant(x)
         expect = ak.quant_matmul(q, packed, param, offset=offset, pertoken_scale=s, output_dtype=x.dtype,
                                  group_sizes=[0, 0, g])
     if p + ".bias" in t:
-        expect = expect + t[p + ".bias"].to(x.dtype)
+        expect = expect + t[p + ".bias"].to(device).to(x.dtype)
     assert torch.equal(out, expect)
 
 
-def test_w4a8_packed_and_unpacked_agree(tmp_path, loaded):
+def test_w4a8_packed_and_unpacked_agree(tmp_path, loaded, device):
     """The same int4 weight written in the older unpacked layout loads to the same buffers as the packed one."""
     p = "layers.0.self_attn.o_proj"
     tensors, desc = make_fields()
@@ -221,16 +243,16 @@ def test_w4a8_packed_and_unpacked_agree(tmp_path, loaded):
     unpacked = torch.stack([((packed & 0xF) ^ 8) - 8, packed >> 4], dim=1).reshape(N, K).to(torch.int8)
     assert torch.equal(pack_rows(unpacked), tensors[p + ".weight"])  # the same weight
     tensors[p + ".weight"] = unpacked
-    other = load_msmodelslim(Model(), write_checkpoint(tmp_path, tensors, desc, files=1)).get_submodule(p)
+    other = load_msmodelslim(Model().to(device), write_checkpoint(tmp_path, tensors, desc, files=1)).get_submodule(p)
     for name in ("weight", "weight_scale", "scale_bias"):
         assert torch.equal(getattr(other, name), getattr(loaded.get_submodule(p), name)), name
 
 
-def test_w8a8sc(loaded, checkpoint):
-    p, t = "layers.0.mlp.down_proj", checkpoint[1]
+def test_w8a8sc(loaded, checkpoint, device):
+    p, t = "layers.0.mlp.down_proj", on(checkpoint[1], device)
     m = loaded.get_submodule(p)
     assert isinstance(m, W8A8SCLinear)
-    x = x_rows(torch.float16)
+    x = x_rows(torch.float16).to(device)
     with kernel_ran(GEMM):
         out = m(x)
         q = ak.npu_quantize(x, 1 / t[p + ".input_scale"], t[p + ".input_offset"], torch.qint8, -1, False)
@@ -239,13 +261,13 @@ def test_w8a8sc(loaded, checkpoint):
     assert torch.equal(out, expect)
 
 
-def test_float_tensors(loaded, checkpoint):
+def test_float_tensors(loaded, checkpoint, device):
     t = checkpoint[1]
     lin = loaded.layers[0].mlp.float_proj
-    assert type(lin) is nn.Linear
-    assert torch.equal(lin.weight, t["layers.0.mlp.float_proj.weight"])
-    assert torch.equal(lin.bias, t["layers.0.mlp.float_proj.bias"])
-    assert torch.equal(loaded.layers[0].norm.weight, t["layers.0.norm.weight"])
+    assert type(lin) is nn.Linear and lin.weight.device.type == torch.device(device).type
+    assert torch.equal(lin.weight.cpu(), t["layers.0.mlp.float_proj.weight"])
+    assert torch.equal(lin.bias.cpu(), t["layers.0.mlp.float_proj.bias"])
+    assert torch.equal(loaded.layers[0].norm.weight.cpu(), t["layers.0.norm.weight"])
 
 
 def test_loads_on_the_models_device(checkpoint, device):
@@ -271,21 +293,21 @@ def _write(tmp_path, edit):
     return write_checkpoint(tmp_path, tensors, desc, files=1)
 
 
-def test_missing_tensor_named(tmp_path):
+def test_missing_tensor_named(tmp_path, device):
     path = _write(tmp_path, lambda t, d: t.pop("layers.0.self_attn.q_proj.deq_scale"))
     with pytest.raises(ValueError, match=r"tensor 'layers.0.self_attn.q_proj.deq_scale' .needed by layer "
                                          r"'layers.0.self_attn.q_proj'. is not in any safetensors file of .*"
                                          r"quant_model_weights-00001-of-00001.safetensors"):
-        load_msmodelslim(Model(), path)
+        load_msmodelslim(Model().to(device), path)
 
 
-def test_unknown_quant_type_named(tmp_path):
+def test_unknown_quant_type_named(tmp_path, device):
     path = _write(tmp_path, lambda t, d: d.update({"layers.0.mlp.up_proj.weight": "W4A4_DYNAMIC"}))
     with pytest.raises(ValueError, match="layer 'layers.0.mlp.up_proj' has quant type 'W4A4_DYNAMIC'; supported"):
-        load_msmodelslim(Model(), path)
+        load_msmodelslim(Model().to(device), path)
 
 
-def test_bad_shape_and_dtype_named(tmp_path):
+def test_bad_shape_and_dtype_named(tmp_path, device):
     def shape(t, d):
         t["layers.0.self_attn.v_proj.weight_scale"] = torch.ones(N + 8, 1)
 
@@ -297,20 +319,20 @@ def test_bad_shape_and_dtype_named(tmp_path):
     with pytest.raises(ValueError, match=r"tensor 'layers.0.self_attn.v_proj.weight_scale' in quant_model_weights"
                                          r"-00001-of-00001.safetensors must have shape \(128, 1\) or \(128,\), "
                                          r"got \(136, 1\)"):
-        load_msmodelslim(Model(), _write(tmp_path / "a", shape))
+        load_msmodelslim(Model().to(device), _write(tmp_path / "a", shape))
     with pytest.raises(TypeError, match=r"'layers.0.self_attn.q_proj.quant_bias' in .* must have dtype torch.int32"):
-        load_msmodelslim(Model(), _write(tmp_path / "b", dtype))
+        load_msmodelslim(Model().to(device), _write(tmp_path / "b", dtype))
 
 
-def test_asymmetric_weight_offset_rejected(tmp_path):
+def test_asymmetric_weight_offset_rejected(tmp_path, device):
     path = _write(tmp_path, lambda t, d: t["layers.0.self_attn.v_proj.weight_offset"].fill_(1.0))
     with pytest.raises(ValueError, match="weight_offset' in .* is nonzero: asymmetric weights are not supported"):
-        load_msmodelslim(Model(), path)
+        load_msmodelslim(Model().to(device), path)
 
 
-def test_leftovers_warn(tmp_path, checkpoint):
-    model = Model()
-    model.extra = nn.Linear(K, N)
+def test_leftovers_warn(tmp_path, checkpoint, device):
+    model = Model().to(device)
+    model.extra = nn.Linear(K, N).to(device)
     path = _write(tmp_path, lambda t, d: (t.update({"rotary.inv_freq": torch.ones(4)}),
                                           d.update({"rotary.inv_freq": "FLOAT"})))
     with pytest.warns(RuntimeWarning, match=r"left alone: 1 \(extra\) nn.Linear not in quant_model_description.json; "
@@ -319,9 +341,9 @@ def test_leftovers_warn(tmp_path, checkpoint):
     assert type(model.extra) is nn.Linear
 
 
-def test_missing_files(tmp_path):
+def test_missing_files(tmp_path, device):
     with pytest.raises(FileNotFoundError, match="quant_model_description.json not found"):
-        load_msmodelslim(Model(), tmp_path)
+        load_msmodelslim(Model().to(device), tmp_path)
     (tmp_path / "quant_model_description.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"no \*.safetensors file in"):
-        load_msmodelslim(Model(), tmp_path)
+        load_msmodelslim(Model().to(device), tmp_path)

@@ -16,6 +16,7 @@ from atlas_kernels.nn import (W4A8DynamicLinear, W8A8DynamicLinear, W8A8Linear, 
 from atlas_kernels.testing import kernel_ran
 
 GEMM = "quant_matmul.gemm"
+A8W4 = "quant_matmul.gemm_a8w4"  # the W4A8 modules' GEMM (int8 x int4 with per-group scales)
 K, N = 256, 128
 
 
@@ -129,7 +130,7 @@ def test_w4a8_dynamic_matches_two_calls(group_size, device):
     offset = (8 * (qw.double().reshape(N, K // g, g).sum(-1) * s.double()).sum(-1)).float()
     assert torch.equal(m.weight, packed) and torch.equal(m.weight_scale, param)
     assert torch.equal(m.scale_bias, offset)
-    with kernel_ran(GEMM):
+    with kernel_ran(A8W4):
         out = m(x)
         q, pt = ak.npu_dynamic_quant(x.reshape(-1, K))
         expect = ak.quant_matmul(q, packed, param, offset=offset, pertoken_scale=pt, output_dtype=torch.bfloat16,
@@ -166,42 +167,43 @@ def _ulp_close(out, ref, ulps=1):
     assert bool((diff <= ulps * ulp).all()), f"max diff {(diff / ulp).max().item():.2f} ulp"
 
 
-def test_dequantized_reference_within_one_ulp():
+def test_dequantized_reference_within_one_ulp(device):
     """The GEMM + epilogue against float64 math on the same quantized operands: the kernel's fp32 epilogue rounds
     a few times at 2**-24 before the one rounding to bf16, the reference rounds once: at most 1 ulp apart."""
-    lin, x = linear(), inputs(torch.bfloat16)
+    lin, x = linear().to(device), inputs(torch.bfloat16).to(device)
     m = W8A8DynamicLinear.from_float(lin)
-    q, s = ak.npu_dynamic_quant(x.reshape(-1, K))
-    ref = (q.double() @ m.weight.double()) * m.weight_scale.double() * s.double()[:, None] + m.bias.double()
+    q, s = (t.cpu() for t in ak.npu_dynamic_quant(x.reshape(-1, K)))  # float64 math on the host
+    ref = ((q.double() @ m.weight.cpu().double()) * m.weight_scale.cpu().double() * s.double()[:, None]
+           + m.bias.cpu().double())
     with kernel_ran(GEMM):
-        out = m(x)
+        out = m(x).cpu()
     _ulp_close(out.reshape(-1, N), ref)
-    m4 = W4A8DynamicLinear.from_float(linear(bias=False), 64)
-    sc, _ = ak.decode_quant_param(m4.weight_scale)  # (K/64, N)
-    w = ak.unpack_int4(m4.weight).double().reshape(K // 64, 64, N) * sc.double()[:, None, :]
+    m4 = W4A8DynamicLinear.from_float(linear(bias=False).to(device), 64)
+    sc, _ = ak.decode_quant_param(m4.weight_scale.cpu())  # (K/64, N)
+    w = ak.unpack_int4(m4.weight).cpu().double().reshape(K // 64, 64, N) * sc.double()[:, None, :]
     ref4 = (q.double() @ w.reshape(K, N)) * s.double()[:, None]
-    with kernel_ran(GEMM):
-        out4 = m4(x).reshape(-1, N)
+    with kernel_ran(A8W4):
+        out4 = m4(x).reshape(-1, N).cpu()
     # A8W4 adds the groups' (q - 8) . w * scale and then the +8 compensation (scale_bias) in float32: each of
     # those roundings is 2**-24 of the terms' magnitude T, which can exceed the result's, so the bound is
     # 1 ulp of bf16 at the result plus (groups + 2) * 2**-24 * T
-    t = ((q.double() - 8).abs() @ w.abs().reshape(K, N) + m4.scale_bias.double().abs()) * s.double()[:, None]
+    t = ((q.double() - 8).abs() @ w.abs().reshape(K, N) + m4.scale_bias.cpu().double().abs()) * s.double()[:, None]
     info = torch.finfo(torch.bfloat16)
     bound = ref4.abs() * info.eps + (K // 64 + 2) * 2**-24 * t
     assert bool(((out4.double() - ref4).abs() <= bound).all())
 
 
-@pytest.mark.parametrize("make, bound", [
-    (lambda lin, a: W8A8DynamicLinear.from_float(lin), 0.02),  # measured values: docs/models.md
-    (lambda lin, a: W8A8Linear.from_float(lin, act_max=a), 0.03),  # per-tensor activations
-    (lambda lin, a: W4A8DynamicLinear.from_float(lin, 64), 0.10),  # int4 weights
+@pytest.mark.parametrize("make, bound, gemm", [
+    (lambda lin, a: W8A8DynamicLinear.from_float(lin), 0.02, GEMM),  # measured values: docs/models.md
+    (lambda lin, a: W8A8Linear.from_float(lin, act_max=a), 0.03, GEMM),  # per-tensor activations
+    (lambda lin, a: W4A8DynamicLinear.from_float(lin, 64), 0.10, A8W4),  # int4 weights
 ])
-def test_against_float_linear(make, bound):
+def test_against_float_linear(make, bound, gemm, device):
     """Quantization error against the float layer, relative Frobenius norm (random Gaussian-ish inputs)."""
     lin, x = linear(), inputs(torch.bfloat16)
-    ref = nn.functional.linear(x.double(), lin.weight.double(), lin.bias.double())
-    with kernel_ran(GEMM):
-        out = make(lin, float(x.float().abs().max()))(x)
+    ref = nn.functional.linear(x.double(), lin.weight.double(), lin.bias.double())  # on the host, before .to
+    with kernel_ran(gemm):
+        out = make(lin.to(device), float(x.float().abs().max()))(x.to(device)).cpu()
     assert rel_err(out, ref) < bound
 
 
@@ -218,36 +220,36 @@ class Block(nn.Module):
         return self.lm_head(self.norm(self.mlp(self.q_proj(x))))
 
 
-def test_quantize_replaces_and_skips():
+def test_quantize_replaces_and_skips(device):
     torch.manual_seed(0)
-    model = Block().to(torch.bfloat16)
+    model = Block().to(torch.bfloat16).to(device)
     same = quantize(model, "w8a8_dynamic", skip=["lm_head"])
     assert same is model
     assert isinstance(model.q_proj, W8A8DynamicLinear) and isinstance(model.mlp[0], W8A8DynamicLinear)
     assert isinstance(model.mlp[2], W8A8DynamicLinear) and model.mlp[2].bias is None
     assert type(model.lm_head) is nn.Linear and isinstance(model.norm, nn.LayerNorm)
     with kernel_ran(GEMM):
-        assert model(inputs(torch.bfloat16, (4, K))).shape == (4, 64)
+        assert model(inputs(torch.bfloat16, (4, K)).to(device)).shape == (4, 64)
 
 
-def test_quantize_w4a8_and_w8a8_sc():
+def test_quantize_w4a8_and_w8a8_sc(device):
     torch.manual_seed(0)
-    model = Block()
+    model = Block().to(device)
     quantize(model, "w4a8_dynamic", group_size=64, skip=["mlp.*", "lm_head"])
     assert isinstance(model.q_proj, W4A8DynamicLinear) and model.q_proj.group_size == 64
     assert type(model.mlp[0]) is nn.Linear and type(model.lm_head) is nn.Linear
-    model = Block()
-    x = inputs(torch.float32, (4, K))
+    model = Block().to(device)
+    x = inputs(torch.float32, (4, K)).to(device)
     act_max = calibrate(model, x, skip="lm_head")
     assert set(act_max) == {"q_proj", "mlp.0", "mlp.2"}
     assert act_max["q_proj"] == float(x.abs().max())
     quantize(model, "w8a8_sc", act_max=act_max, skip=["lm_head"])
     assert isinstance(model.mlp[2], W8A8SCLinear)
-    assert torch.equal(model.q_proj.input_scale, torch.tensor([float(x.abs().max()) / 127]))
+    assert torch.equal(model.q_proj.input_scale.cpu(), torch.tensor([float(x.abs().max()) / 127]))
 
 
-def test_quantize_errors_leave_model_float():
-    model = Block()
+def test_quantize_errors_leave_model_float(device):
+    model = Block().to(device)
     with pytest.raises(ValueError, match="scheme must be one of 'w8a8_dynamic', 'w4a8_dynamic', 'w8a8_sc'"):
         quantize(model, "w4a4")
     with pytest.raises(ValueError, match=r"layer 'q_proj'.*group_size 96 must be a multiple of 64.*skip=\['q_proj'\]"):
@@ -261,15 +263,15 @@ def test_quantize_errors_leave_model_float():
     assert all(type(m) is nn.Linear for m in (model.q_proj, model.mlp[0], model.mlp[2], model.lm_head))
 
 
-def test_quantize_odd_out_features_named():
-    model = nn.Sequential(nn.Linear(K, 100))
+def test_quantize_odd_out_features_named(device):
+    model = nn.Sequential(nn.Linear(K, 100)).to(device)
     with pytest.raises(ValueError, match=r"layer '0'.*out_features must be a multiple of 8.*got 100"):
         quantize(model, "w4a8_dynamic")
 
 
 # ---------------------------------------------------------------- torch.compile, state_dict, bad input
-def test_torch_compile_fullgraph():
-    lin, x = linear(), inputs(torch.bfloat16)
+def test_torch_compile_fullgraph(device):
+    lin, x = linear().to(device), inputs(torch.bfloat16).to(device)
     m = W8A8DynamicLinear.from_float(lin)
     m4 = W4A8DynamicLinear.from_float(lin, 64)
     eager, eager4 = m(x), m4(x)
@@ -282,14 +284,14 @@ def test_torch_compile_fullgraph():
     assert torch.equal(acc, m.forward_int32(x)[0])
 
 
-def test_torch_compile_static_modules(monkeypatch):
+def test_torch_compile_static_modules(device, monkeypatch):
     """The static modules under fullgraph=True (aot_eager: inductor's CPU codegen of the reciprocal takes a
     minute here); the compressed weight is still transcoded only once (the op's cache sees the same buffer)."""
     from atlas_kernels import compress_matmul
     transcodes = []
     decompress = compress_matmul.decompress_weight
     monkeypatch.setattr(compress_matmul, "decompress_weight", lambda *a: transcodes.append(1) or decompress(*a))
-    lin, x = linear(), inputs(torch.float16)
+    lin, x = linear().to(device), inputs(torch.float16).to(device)
     sc, st = W8A8SCLinear.from_float(lin, act_max=4.0), W8A8Linear.from_float(lin, act_max=4.0)
     eager_sc, eager_st = sc(x), st(x)
     torch._dynamo.reset()
@@ -300,21 +302,21 @@ def test_torch_compile_static_modules(monkeypatch):
     assert len(transcodes) == 1
 
 
-def test_state_dict_round_trip():
-    x = inputs(torch.bfloat16)
-    a = W4A8DynamicLinear.from_float(linear(seed=0), 64)
-    b = W4A8DynamicLinear.from_float(linear(seed=5), 64)
+def test_state_dict_round_trip(device):
+    x = inputs(torch.bfloat16).to(device)
+    a = W4A8DynamicLinear.from_float(linear(seed=0).to(device), 64)
+    b = W4A8DynamicLinear.from_float(linear(seed=5).to(device), 64)
     assert set(a.state_dict()) == {"weight", "weight_scale", "scale_bias", "bias"}
     b.load_state_dict(a.state_dict())
     assert torch.equal(a(x), b(x))
 
 
-def test_bad_input():
-    m = W8A8DynamicLinear.from_float(linear())
+def test_bad_input(device):
+    m = W8A8DynamicLinear.from_float(linear().to(device))
     with pytest.raises(TypeError, match=r"W8A8DynamicLinear: input must be float16 or bfloat16.*got torch.float32"):
-        m(inputs(torch.float32))
+        m(inputs(torch.float32).to(device))
     with pytest.raises(ValueError, match=r"input must have shape \(\.\.\., 256\), got \(2, 3, 128\)"):
-        m(inputs(torch.bfloat16, (2, 3, 128)))
+        m(inputs(torch.bfloat16, (2, 3, 128)).to(device))
     with pytest.raises(TypeError, match="weight must be an int8 .out_features, in_features. tensor, got torch.float32"):
         W8A8DynamicLinear(torch.zeros(N, K), torch.ones(N))
     with pytest.raises(ValueError, match=r"weight_scale must have shape \(128,\)"):
@@ -322,11 +324,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"weight values must be int4, in \[-8, 7\]"):
         W4A8DynamicLinear(torch.full((N, K), 9, dtype=torch.int8), torch.ones(N))
     m64 = W8A8Linear(torch.zeros(N, K, dtype=torch.int8), torch.ones(N, dtype=torch.int64),
-                     torch.zeros(N, dtype=torch.int32), 1.0, 0.0)
+                     torch.zeros(N, dtype=torch.int32), 1.0, 0.0).to(device)
     with pytest.raises(TypeError, match="deq_scale is int64 .an fp16 checkpoint's form., which takes float16 input"):
-        m64(inputs(torch.bfloat16))
+        m64(inputs(torch.bfloat16).to(device))
     with pytest.raises(ValueError, match="give input_scale .and input_offset., or act_max"):
-        W8A8Linear.from_float(linear())
+        W8A8Linear.from_float(linear().to(device))
     with pytest.raises(ValueError, match=r"info must be \[8, 8, in_features, out_features, 1\]"):
         W8A8SCLinear(torch.zeros(4, dtype=torch.int8), torch.zeros(8, dtype=torch.int8), [8, 8, K, N, 0],
                      torch.zeros(N, dtype=torch.int64), torch.zeros(N, dtype=torch.int32), 1.0, 0.0)
@@ -340,6 +342,7 @@ def _doc_examples():
     return [(code, out) for code, out in pattern.findall(section) if "TRITON_INTERPRET" in code]
 
 
+@pytest.mark.interpreter("docs/models.md's example sets TRITON_INTERPRET=1 and runs on the CPU, in a subprocess")
 def test_docs_example_runs():
     examples = _doc_examples()
     assert examples

@@ -15,6 +15,7 @@ from atlas_kernels.reference import quant_matmul as ref
 from atlas_kernels.testing import assert_equal, kernel_ran  # floats too: kernel and reference round at the same points
 
 KERNEL = "quant_matmul.gemm"
+A8W4 = "quant_matmul.gemm_a8w4"  # the group-scaled kernel (int8 x1, int4 x2, per-k-group scales)
 I64, F32, BF16, F16, I32, I8 = torch.int64, torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int8
 
 
@@ -401,7 +402,7 @@ def test_a8w4_torch_npu_call_decode(out_dtype):
     from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
     m, k, n, g = 1, 8192, 1024, 256
     x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=3)
-    with TrafficMeter() as meter, kernel_ran(KERNEL):
+    with TrafficMeter() as meter, kernel_ran(A8W4):
         out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None,
                                   output_dtype=out_dtype, group_sizes=[0, 0, g])
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g))
@@ -421,13 +422,13 @@ def test_a8w4_group_sums_exact_on_dyadic_inputs(m, k, n, g, cfg):
     every group's int32 sum, the -8 term and the scale row of each group right)."""
     x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=m, dyadic=True)
     for out_dtype in (F16, BF16):
-        with override_config(KERNEL, cfg) if cfg else contextlib.nullcontext(), kernel_ran(KERNEL):
+        with override_config(A8W4, cfg) if cfg else contextlib.nullcontext(), kernel_ran(A8W4):
             out = ak.quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, output_dtype=out_dtype,
                                   group_sizes=[0, 0, g])
         assert torch.equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g)), (out_dtype, cfg)
     # the int32 group sums themselves, through a unit scale per group and 1 offset
     one = ak.trans_quant_param(torch.ones(k // g * n)).reshape(k // g, n)
-    with kernel_ran(KERNEL):
+    with kernel_ran(A8W4):
         got = ak.quant_matmul(x1, x2, one, output_dtype=BF16, group_sizes=(0, 0, g)).float()
     sums = ref.a8w4_group_sums(x1, x2, g).sum(0).float().to(BF16).float()
     assert torch.equal(got, sums)
@@ -435,7 +436,7 @@ def test_a8w4_group_sums_exact_on_dyadic_inputs(m, k, n, g, cfg):
 
 def test_a8w4_without_offset_and_pertoken_random_scales():
     x1, x2, scale, _, _ = a8w4_args(9, 256, 48, 128, seed=5)
-    with kernel_ran(KERNEL):
+    with kernel_ran(A8W4):
         out = ak.quant_matmul(x1, x2, scale, output_dtype=F16, group_sizes=[0, 0, 128])
     assert_equal(out, a8w4_expected(x1, x2, scale, None, None, F16, 128))
 
@@ -450,7 +451,7 @@ def test_a8w4_group_sizes_and_pertoken_forms(form):
              "tensor": torch.tensor([0, 0, g]), "numpy-ints": [np.int64(0), np.int32(0), np.int64(g)]}[form]
     expected = a8w4_expected(x1, x2, scale, offset, pertoken, F16, g)
     for pt in (pertoken, pertoken.reshape(m)):
-        with kernel_ran(KERNEL):
+        with kernel_ran(A8W4):
             out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pt, output_dtype=F16,
                                       group_sizes=sizes)
         assert_equal(out, expected)
@@ -460,7 +461,7 @@ def test_a8w4_under_torch_compile():
     x1, x2, scale, offset, pertoken = a8w4_args(4, 128, 32, 64, seed=8)
     f = torch.compile(lambda *a: ak.npu_quant_matmul(*a[:3], offset=a[3], pertoken_scale=a[4], output_dtype=BF16,
                                                      group_sizes=[0, 0, 64]), fullgraph=True, backend="aot_eager")
-    with kernel_ran(KERNEL):
+    with kernel_ran(A8W4):
         out = f(x1, x2, scale, offset, pertoken)
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, BF16, 64))
 
@@ -502,16 +503,17 @@ def test_a8w4_bad_input_names_the_argument(call, exc, match):
 
 def test_npu_quant_matmul_takes_every_keyword_of_torch_npu():
     x1, x2, scale, offset, pertoken = a8w4_args(2, 64, 16, 64)
-    with kernel_ran(KERNEL):
+    with kernel_ran(A8W4):
         out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None, output_dtype=F16,
                                   x1_dtype=I8, x2_dtype=I32, pertoken_scale_dtype=F32, scale_dtype=I64,
                                   group_sizes=[0, 0, 64], y_scale=None)
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, F16, 64))
 
 
-def test_config_spaces_respect_the_hardware():
+@pytest.mark.parametrize("kernel", [KERNEL, A8W4])
+def test_config_spaces_respect_the_hardware(kernel):
     from atlas_kernels.autotune import ASCEND_TARGETS, KERNELS, get_target
-    spec = KERNELS[KERNEL]
+    spec = KERNELS[kernel]
     for name in ASCEND_TARGETS:
         t = get_target(name)
         for v in spec.variants:
@@ -523,7 +525,7 @@ def test_config_spaces_respect_the_hardware():
                 assert bm % 16 == 0 and bk % 32 == 0 and bn % 32 == 0, c  # whole 16x32 int8 fractals
                 assert 2 * bm * bk <= t.l0a_bytes and 2 * bk * bn <= t.l0b_bytes and 4 * bm * bn <= t.l0c_bytes
                 assert 2 * (bm * bk + bk * bn) <= t.l1_bytes
-            if v.label.endswith("-decode"):
+            if v.decode:
                 assert spec.default(t, v)["BLOCK_M"] == 16, "decode: one m-tile, so the weight is read once"
     for name in ("sm_80", "sm_90"):
         t = get_target(name)

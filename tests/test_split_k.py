@@ -1,4 +1,4 @@
-"""Split-K in quant_matmul's GEMM and matmul_compress_dequant's (kernels/_split_k.py): bit-identical to the
+"""Split-K in quant_matmul's GEMM and matmul_compress_dequant's (kernels/gemm/split_k.py): bit-identical to the
 unsplit launch for every operand format and split count, partials really written, counters left at zero; the
 schedule and the modelled decode table; the meter at m = 1 under the targets' schedules."""
 import collections
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import atlas_kernels as ak
-from atlas_kernels import _backend, _split_k
+from atlas_kernels import _backend
+from atlas_kernels.gemm import split_k as _split_k
 from atlas_kernels.autotune import get_target, override_config, pick_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref

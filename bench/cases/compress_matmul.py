@@ -14,7 +14,7 @@ import pathlib
 import torch
 
 import atlas_kernels as ak
-from atlas_kernels._split_k import gemm_schedule
+from atlas_kernels.gemm.split_k import gemm_schedule
 from atlas_kernels.autotune import pick_config
 from atlas_kernels.compress_matmul import CHUNK, GEMM
 from atlas_kernels.reference import compress_matmul as ref

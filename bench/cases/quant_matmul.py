@@ -11,7 +11,7 @@ import math
 import torch
 
 import atlas_kernels as ak
-from atlas_kernels._split_k import gemm_schedule
+from atlas_kernels.gemm.split_k import gemm_schedule
 from atlas_kernels.autotune import pick_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref
@@ -136,7 +136,7 @@ def _a8w4_schedule(m, k, n, g):
     scales and the float32 offset; fp16 output. A8W4 is never split along k."""
     def schedule(target):
         label = "a8w4-decode" if m <= 16 else "a8w4"
-        config = pick_config(qm.GEMM.name, target, label)
+        config = pick_config(qm.GEMM_A8W4.name, target, label)
         return {"config": config, **gemm_schedule(m, n, k, 1, config, target.programs(True), 1, k * n // 2, 2,
                                                   8 * (k // g) + 4, splittable=False)}
     return schedule

@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("check", choices=["ascend", "cuda", "ascend-run"],
                         help="ascend-run: run bishengir's output for every kernel on this CPU (checks/ascend_run.py)")
     parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
-    parser.add_argument("--kernels", default="", help="only kernels whose name starts with this")
+    parser.add_argument("--kernels", default="", help="only kernels whose name starts with one of these "
+                        "comma-separated prefixes")
     parser.add_argument("--full", action="store_true", help="every config of every space, not a sample")
     parser.add_argument("--sample", type=int, help="configs sampled per space besides the shipped ones (default: 2; "
                         "ascend-run: 0)")
@@ -43,9 +44,11 @@ def main(argv=None) -> int:
     add_arguments(parser, devices=False)  # --executor (here inline by default: the forked pool), --address, ...
     args = parser.parse_args(argv)
     _reexec_without_interpreter()
+    from ..autotune.runs import check_runner
+    executor_run = check_runner(options_of(args))  # None: inline, the forked pool
     if args.check == "ascend-run":
         from .ascend_run import cli
-        return cli(args)
+        return cli(args, executor_run)
 
     import atlas_kernels  # noqa: F401  (registers every kernel)
     from atlas_kernels import _backend
@@ -77,9 +80,11 @@ def main(argv=None) -> int:
             print("--write-verdicts is for the ascend check")
             return 2
         targets = targets[:1]
-    todo = jobs(targets, full=args.full, prefix=args.kernels, sample=2 if args.sample is None else args.sample,
-                extra_specs=extra,
-                candidates=args.write_verdicts)
+    todo = jobs(targets, full=args.full, prefix=tuple(args.kernels.split(",")),
+                sample=2 if args.sample is None else args.sample, extra_specs=extra, candidates=args.write_verdicts)
+    if not todo:  # a --kernels filter that matches nothing must not read as a pass
+        print(f"no registered kernel starts with {args.kernels!r} (--kernels takes comma-separated prefixes)")
+        return 2
 
     if args.check == "ascend":  # the check must be able to fail: on a CUDA-only call and on a UB overflow
         target = get_target(targets[0])
@@ -105,9 +110,8 @@ def main(argv=None) -> int:
         ascend.CHECK_STALE = False  # the verdicts are being remade (forked workers inherit this)
     from ..autotune.tune import Progress
     progress = Progress(len(todo), f"{args.check} check")
-    results = [Result(job, *r) for job, r in zip(todo, run_checks(todo, args.check, args.jobs,
-                                                                  lambda job: progress.step(),
-                                                                  executor=options_of(args)))]
+    run = executor_run or run_checks
+    results = [Result(job, *r) for job, r in zip(todo, run(todo, args.check, args.jobs, lambda job: progress.step()))]
     progress.close()
     elapsed = time.time() - start
     if args.write_verdicts:

@@ -20,7 +20,7 @@ import tempfile
 import warnings
 
 from ..autotune import verdicts
-from . import Job, Result, signature
+from .jobs import Job, Result, signature
 
 # what triton-ascend 3.2.0's linalg_to_bin_enable_npu_compile_A2_A3 passes (NPUOptions defaults on A2/A3)
 BISHENG_OPTIONS = ("--enable-auto-multi-buffer=true", "--enable-auto-bind-sub-block=true",

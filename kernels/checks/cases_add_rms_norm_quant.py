@@ -29,7 +29,7 @@ def case(kernel_name: str, label: str):
     from .. import add_rms_norm_quant as op
     from ..autotune import KERNELS
     from ..reference import add_rms_norm_quant as ref
-    from .ascend_run import _torch_dtype
+    from .cases import torch_dtype as _torch_dtype
     v = KERNELS[kernel_name].variant(label)
     c, ty = v.constexprs, v.types
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ def _dynamic_case(label: str):
     import torch
     op = importlib.import_module("..dynamic_quant", __package__)  # the package's `dynamic_quant` is the op
     from ..reference import dynamic_quant as ref
-    from .ascend_run import _torch_dtype
+    from .cases import torch_dtype as _torch_dtype
     v = op.KERNEL.variant(label)
     c, ty = v.constexprs, v.types
     g = torch.Generator().manual_seed(0)
@@ -43,7 +43,7 @@ def _quantize_case(label: str):
     import torch
     op = importlib.import_module("..dynamic_quant", __package__)  # the package's `dynamic_quant` is the op
     from ..reference import dynamic_quant as ref
-    from .ascend_run import _torch_dtype
+    from .cases import torch_dtype as _torch_dtype
     v = op.QKERNEL.variant(label)
     c, ty = v.constexprs, v.types
     g = torch.Generator().manual_seed(0)

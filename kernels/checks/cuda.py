@@ -20,8 +20,9 @@ import re
 import subprocess
 import tempfile
 
-from ..autotune import split_config
-from . import Job, Result, signature
+from ..autotune.registry import split_config
+from ..gemm import GEMM, GEMM_A8W4, BFormat
+from .jobs import Job, Result, signature
 
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 _CP_ASYNC = re.compile(r"^\s*(?:@!?%p\d+\s+)?cp\.async\.c[ag]\.", re.M)  # one async global->shared copy each
@@ -31,7 +32,7 @@ LAUNCH = "launch_"  # prefix of the launch-like compile's stats
 # Jobs whose sm_90 compile must contain wgmma, as the README claims: (why, predicate on a shipped job).
 WGMMA_REQUIRED = [
     ("README quant_matmul: all 18 dense shipped variants use wgmma on sm_90",
-     lambda job: job.spec.name == "quant_matmul.gemm" and not job.variant.label.startswith("sparse")),
+     lambda job: job.spec.name in (GEMM.name, GEMM_A8W4.name) and job.variant.b_format != BFormat.SPARSE),
 ]
 
 

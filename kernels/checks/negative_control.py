@@ -9,7 +9,7 @@
 import triton
 import triton.language as tl
 
-from ..autotune import KernelSpec, Variant
+from ..autotune.registry import KernelSpec, Variant
 
 
 @triton.jit

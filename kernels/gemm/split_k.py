@@ -75,14 +75,14 @@ _COUNTERS: dict = {}
 def _stream_key(device: torch.device):
     """The stream the kernel will run on: _backend.launch enters ``device``, so it is that device's current
     stream (not the current device's)."""
-    from . import _backend
+    from .. import _backend
     return _backend.launch_stream(device)
 
 
 def _capturing(device: torch.device) -> bool:
     """Whether the launch stream of ``device`` is being captured (asked with ``device`` current: the torch
     calls answer for the current device's stream)."""
-    from . import _backend
+    from .. import _backend
     if device.type == "cuda":
         with _backend.device_guard(device):
             return torch.cuda.is_current_stream_capturing()
