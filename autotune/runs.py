@@ -204,7 +204,7 @@ def check_job(payload: dict, ctx: dict) -> list:
 
 
 def ascend_run_job(payload: dict, ctx: dict) -> list:
-    """[status, detail, seconds] of the Ascend CPU run of one job (checks/ascend_run.py's run_job)."""
+    """[status, detail, seconds] of the Ascend CPU run of one job (checks/ascend_run/runner.py's run_job)."""
     from ..checks.ascend_run import run_job
     return list(run_job(job_of(payload["job"])))
 

@@ -1,4 +1,4 @@
-"""The CPU run of bishengir's output (checks/ascend_run.py) catches what the compile check cannot."""
+"""The CPU run of bishengir's output (checks/ascend_run/) catches what the compile check cannot."""
 import os
 import subprocess
 

@@ -23,7 +23,7 @@ def _reexec_without_interpreter() -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m atlas_kernels.checks", description=__doc__)
     parser.add_argument("check", choices=["ascend", "cuda", "ascend-run"],
-                        help="ascend-run: run bishengir's output for every kernel on this CPU (checks/ascend_run.py)")
+                        help="ascend-run: run bishengir's output for every kernel on this CPU (checks/ascend_run/)")
     parser.add_argument("--targets", help="comma-separated targets (default: Ascend910B2,Ascend910_9391 / sm_90,sm_80)")
     parser.add_argument("--kernels", default="", help="only kernels whose name starts with one of these "
                         "comma-separated prefixes")
