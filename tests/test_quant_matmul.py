@@ -1,4 +1,8 @@
-"""quant_matmul: the fused kernel against the reference for every dtype row, layout and broadcast; errors; meter."""
+"""quant_matmul: the fused kernel against the reference for every dtype row, layout and broadcast; errors; meter.
+
+Op tests take the ``device`` fixture: inputs are built on the host, launched on ``device`` (the interpreter on CPU,
+else the GPU/NPU) and the output is compared on the host with the pure-torch reference. The byte counts of the
+traffic meter exist only in the interpreter: a test that also checks results asserts them on the CPU run only."""
 
 import contextlib
 
@@ -47,10 +51,25 @@ def make_args(m, n, scale_dtype, bias_dtype=None, offset=False, pertoken=False, 
     return scale, kw
 
 
-def check(x1, x2, scale, out_dtype, msg="", **kw):
+def on(device, *tensors):
+    """The tensors on ``device`` (None stays None; a tensor already there, e.g. a strided view, is kept as is)."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
+def metered(device):
+    """A TrafficMeter in the interpreter (it counts the interpreter's loads and stores); natively a null context
+    that yields None, and the byte assertions are left to the CPU run."""
+    from atlas_kernels.testing.meter import TrafficMeter
+    return TrafficMeter() if device.type == "cpu" else contextlib.nullcontext()
+
+
+def check(x1, x2, scale, out_dtype, msg="", device="cpu", **kw):
+    """The kernel on ``device`` (operands moved there; x1/x2 may already be there) against the host reference;
+    returns the output on the host."""
+    d_kw = {name: None if t is None else t.to(device) for name, t in kw.items()}
     with kernel_ran(KERNEL):
-        out = ak.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
-    expected = ref.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
+        out = ak.quant_matmul(*on(device, x1, x2, scale), output_dtype=out_dtype, **d_kw).cpu()
+    expected = ref.quant_matmul(x1.cpu(), x2.cpu(), scale, output_dtype=out_dtype, **kw)
     assert_equal(out, expected, msg=msg)
     return out
 
@@ -66,33 +85,34 @@ ROWS = ([(F16, s, b, False, False) for s in (I64, F32) for b in (None, I32)]
 
 @pytest.mark.parametrize("out_dtype, scale_dtype, bias_dtype, offset, pertoken", ROWS,
                          ids=lambda v: str(v).replace("torch.", ""))
-def test_every_dtype_row(out_dtype, scale_dtype, bias_dtype, offset, pertoken):
+def test_every_dtype_row(device, out_dtype, scale_dtype, bias_dtype, offset, pertoken):
     m, k, n = 19, 70, 40
     x1, x2 = int8(m, k, seed=2), int8(k, n, seed=3)
     scale, kw = make_args(m, n, scale_dtype, bias_dtype, offset, pertoken)
-    out = check(x1, x2, scale, out_dtype, **kw)
+    out = check(x1, x2, scale, out_dtype, device=device, **kw)
     if out_dtype == I8:
         assert out.min() == -128 or out.max() == 127 or out.unique().numel() > 30, "requant range not exercised"
 
 
 @pytest.mark.parametrize("scale_len", [1, 40])
-def test_scalar_and_per_channel_scale(scale_len):
+def test_scalar_and_per_channel_scale(device, scale_len):
     x1, x2 = int8(5, 64), int8(64, 40, seed=1)
     scale, kw = make_args(5, 40, F32, I32, offset=False, scale_len=scale_len)
-    check(x1, x2, scale, F16, **kw)
-    check(x1, x2, scale.to(BF16), BF16, **kw)
+    check(x1, x2, scale, F16, device=device, **kw)
+    check(x1, x2, scale.to(BF16), BF16, device=device, **kw)
 
 
-def test_scale_truncated_exactly_where_torch_npu_truncates():
+def test_scale_truncated_exactly_where_torch_npu_truncates(device):
     # scale bits 0x3F801FFF = 1 + 2**-10 - 2**-23: torch_npu keeps 1.0; acc = 1000 -> 1000 (truncated) or 1001 (fp16
     # of 1000.98, full precision)
     scale = torch.tensor([0x3F801FFF], dtype=torch.int32).view(F32)
     x1 = torch.ones(3, 40, dtype=I8)
     x2 = torch.full((40, 8), 25, dtype=I8)
+    d_x1, d_x2, d_scale, d_ones, d_encoded = on(device, x1, x2, scale, torch.ones(3), ak.trans_quant_param(scale))
     with kernel_ran(KERNEL):
-        truncated = ak.quant_matmul(x1, x2, scale, output_dtype=F16)
-        full = ak.quant_matmul(x1, x2, scale, output_dtype=F16, pertoken_scale=torch.ones(3))
-        encoded = ak.quant_matmul(x1, x2, ak.trans_quant_param(scale), output_dtype=F16)
+        truncated = ak.quant_matmul(d_x1, d_x2, d_scale, output_dtype=F16).cpu()
+        full = ak.quant_matmul(d_x1, d_x2, d_scale, output_dtype=F16, pertoken_scale=d_ones).cpu()
+        encoded = ak.quant_matmul(d_x1, d_x2, d_encoded, output_dtype=F16).cpu()
     assert (truncated == 1000).all() and (encoded == 1000).all()
     assert (full == 1001).all()
     assert_equal(truncated, ref.quant_matmul(x1, x2, scale, output_dtype=F16))
@@ -102,12 +122,12 @@ def test_scale_truncated_exactly_where_torch_npu_truncates():
     x1b = torch.full((3, 40), 1, dtype=I8)
     x1b[:, 20:] = 0  # acc = 100
     with kernel_ran(KERNEL):
-        out8 = ak.quant_matmul(x1b, x2b, scale8)
+        out8 = ak.quant_matmul(*on(device, x1b, x2b, scale8)).cpu()
     assert (out8 == 12).all(), out8
     assert float(100 * scale8) > 12.5
 
 
-def test_int8_requant_rounds_half_to_even_and_saturates():
+def test_int8_requant_rounds_half_to_even_and_saturates(device):
     # scale 0.5 on acc = -9..9 gives every tie -4.5..4.5; offsets with ties; big values saturate at +-128/127
     acc = torch.arange(-9, 10)
     x1 = torch.zeros(len(acc), 2, dtype=I8)
@@ -116,25 +136,26 @@ def test_int8_requant_rounds_half_to_even_and_saturates():
     scale = torch.tensor([0.5], dtype=F32)
     for offset in (None, torch.tensor([2.5, 0.0, 0.0, -3.5]), torch.tensor([300.0, -1000.0, 100.0, 0.5])):
         with kernel_ran(KERNEL):
-            out = ak.quant_matmul(x1, x2, scale, offset=offset)
+            out = ak.quant_matmul(*on(device, x1, x2, scale), offset=None if offset is None else offset.to(device))
         expected = ref.quant_matmul(x1, x2, scale, offset=offset)
-        assert_equal(out, expected)
+        assert_equal(out.cpu(), expected)
     with kernel_ran(KERNEL):
-        ties = ak.quant_matmul(x1, x2, scale)[::2, 0]  # acc -9, -7, ..., 9 -> -4.5, -3.5, ..., 4.5
+        ties = ak.quant_matmul(*on(device, x1, x2, scale)).cpu()[::2, 0]  # acc -9, -7, ..., 9 -> -4.5, -3.5, ..., 4.5
     assert ties.tolist() == [-4, -4, -2, -2, 0, 0, 2, 2, 4, 4]
 
 
-def test_int64_scale_offset_is_decoded_in_the_kernel():
+def test_int64_scale_offset_is_decoded_in_the_kernel(device):
     m, k, n = 8, 64, 48
     x1, x2 = int8(m, k), int8(k, n, seed=5)
     scale, kw = make_args(m, n, I64, I32, offset="embedded")
-    out = check(x1, x2, scale, I8, **kw)
+    out = check(x1, x2, scale, I8, device=device, **kw)
     without = ref.quant_matmul(x1, x2, ak.trans_quant_param(ak.decode_quant_param(scale)[0]), output_dtype=I8, **kw)
     assert not torch.equal(out, without), "the embedded offset must change the result"
     # an offset tensor overrides the embedded one
-    check(x1, x2, scale, I8, offset=torch.full((n,), -7.0), **kw)
+    check(x1, x2, scale, I8, device=device, offset=torch.full((n,), -7.0), **kw)
 
 
+@pytest.mark.host  # trans_quant_param is torch arithmetic on the host: no kernel
 def test_trans_quant_param_bits():
     scale = torch.tensor([1 / 3, -2.0, 1e-3, 0x3F801FFF], dtype=F32)
     scale[3] = torch.tensor([0x3F801FFF], dtype=torch.int32).view(F32)
@@ -155,58 +176,61 @@ def test_trans_quant_param_bits():
     assert ak.trans_quant_param(torch.ones(5)).tolist() == [(1 << 46) | 0x3F800000] * 5
 
 
-def test_broadcast_as_in_torch_npu_example():
+def test_broadcast_as_in_torch_npu_example(device):
     x1 = torch.randint(-1, 1, (1, 256, 768), dtype=I8, generator=gen(7))
     x2 = torch.randint(-1, 1, (31, 768, 16), dtype=I8, generator=gen(8))
     scale = torch.randn(16, generator=gen(9)).abs() * 0.05
     offset = torch.randn(16, generator=gen(10))
     bias = torch.randint(-1, 1, (31, 1, 16), dtype=I32, generator=gen(11))
     with override_config(KERNEL, {"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 256, "GROUP_M": 8}):
-        out = check(x1, x2, scale, None, offset=offset, bias=bias)
+        out = check(x1, x2, scale, None, device=device, offset=offset, bias=bias)
     assert out.shape == (31, 256, 16) and out.dtype == I8
 
 
 @pytest.mark.parametrize("s1, s2", [((2, 1, 3), (1, 4, 1)), ((3,), (2, 1, 1, 1)), ((1, 2, 1, 2), (2, 1, 2, 1)), ((), (3,))])
-def test_batch_broadcast_2d_to_6d(s1, s2):
+def test_batch_broadcast_2d_to_6d(device, s1, s2):
     m, k, n = 5, 40, 24
     x1, x2 = int8(*s1, m, k, seed=1), int8(*s2, k, n, seed=2)
     scale, kw = make_args(m, n, F32, BF16, pertoken=True)
-    out = check(x1, x2, scale, BF16, **kw)
+    out = check(x1, x2, scale, BF16, device=device, **kw)
     assert out.shape == (*torch.broadcast_shapes(s1, s2), m, n)
 
 
-def test_transposed_and_strided_x2_read_in_place():
-    from atlas_kernels.testing.meter import TrafficMeter
+def test_transposed_and_strided_x2_read_in_place(device):
     m, k, n = 16, 96, 64
     x1 = int8(m, k)
-    base = int8(n, k, seed=4)
+    base = int8(n, k, seed=4).to(device)
     scale, kw = make_args(m, n, I64, I32)
-    with TrafficMeter() as t_meter:
-        check(x1, base.t(), scale, F16, **kw)
-    with TrafficMeter() as c_meter:
-        check(x1, base.t().contiguous(), scale, F16, **kw)
-    assert t_meter.total == c_meter.total, "a transposed x2 must be read in place, not copied"
-    batched = int8(3, n, k, seed=6).transpose(-1, -2)
-    check(int8(3, m, k), batched, scale, F16, **kw)
-    check(x1[:, ::2], int8(k, 2 * n, seed=7)[::2, ::2], scale, F16, **kw)  # non-unit strides on both
+    with metered(device) as t_meter:
+        check(x1, base.t(), scale, F16, device=device, **kw)
+    with metered(device) as c_meter:
+        check(x1, base.t().contiguous(), scale, F16, device=device, **kw)
+    if t_meter is not None:  # the interpreter
+        assert t_meter.total == c_meter.total, "a transposed x2 must be read in place, not copied"
+    batched = int8(3, n, k, seed=6).to(device).transpose(-1, -2)
+    check(int8(3, m, k), batched, scale, F16, device=device, **kw)
+    check(x1.to(device)[:, ::2], int8(k, 2 * n, seed=7).to(device)[::2, ::2], scale, F16, device=device,
+          **kw)  # non-unit strides on both
 
 
-def test_nz_x2():
+def test_nz_x2(device):
     m, k, n = 24, 100, 70
     x1, x2 = int8(m, k), int8(k, n, seed=9)
-    nz = ak.nd_to_nz(x2)
+    nz = ak.nd_to_nz(x2.to(device))
     assert nz.shape == (3, 7, 16, 32)
     scale, kw = make_args(m, n, F32, I32)
+    d_x1, d_scale, d_bias = on(device, x1, scale, kw["bias"])
     with kernel_ran(KERNEL):
-        out = ak.quant_matmul(x1, nz, scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n), **kw)
-        padded = ak.quant_matmul(x1, nz, scale[:1], output_dtype=I32, x2_layout="nz")
+        out = ak.quant_matmul(d_x1, nz, d_scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n), bias=d_bias).cpu()
+        padded = ak.quant_matmul(d_x1, nz, d_scale[:1], output_dtype=I32, x2_layout="nz").cpu()
     assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
     assert padded.shape == (m, 96)
     assert_equal(padded[:, :n], ref.quant_matmul(x1, x2, scale, output_dtype=I32))
     assert (padded[:, n:] == 0).all()
     with kernel_ran(KERNEL):  # batched x1 against one NZ weight
         x1b = int8(2, 3, m, k, seed=3)
-        out_b = ak.quant_matmul(x1b, nz, scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n), **kw)
+        out_b = ak.quant_matmul(x1b.to(device), nz, d_scale, output_dtype=F16, x2_layout="nz", x2_shape=(k, n),
+                                bias=d_bias).cpu()
     assert_equal(out_b, ref.quant_matmul(x1b, x2, scale, output_dtype=F16, **kw))
 
 
@@ -220,25 +244,25 @@ def int4_operands(m, k, n, transposed, seed=0):
 
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("m, k, n", [(1, 64, 32), (20, 264, 48), (33, 520, 40)])
-def test_int4(m, k, n, transposed):
+def test_int4(device, m, k, n, transposed):
     x1, x2, a, b = int4_operands(m, k, n, transposed)
     assert x2.shape == ((k // 8, n) if transposed else (k, n // 8))
     scale, kw = make_args(m, n, I64, I32)
-    out = check(x1, x2, scale, F16, **kw)
+    out = check(x1, x2, scale, F16, device=device, **kw)
     # the unpacked values through the int8 path give the same result: the int4 prologue is exact
     assert_equal(out, ref.quant_matmul(a.to(I8), b.to(I8), scale, output_dtype=F16, **kw))
     scale_f, kw = make_args(m, n, F32, I32, pertoken=True)
-    check(x1, x2, scale_f, BF16, **kw)
-    check(x1, x2, scale_f, F16, **kw)
-    check(x1, x2, scale_f, F16, pertoken_scale=kw["pertoken_scale"])
+    check(x1, x2, scale_f, BF16, device=device, **kw)
+    check(x1, x2, scale_f, F16, device=device, **kw)
+    check(x1, x2, scale_f, F16, device=device, pertoken_scale=kw["pertoken_scale"])
 
 
-def test_k_not_a_multiple_of_any_block_and_m_1():
+def test_k_not_a_multiple_of_any_block_and_m_1(device):
     for m, k, n in ((1, 33, 17), (1, 1, 1), (3, 257, 130), (70, 131, 5)):
         x1, x2 = int8(m, k, seed=k), int8(k, n, seed=n)
         scale, kw = make_args(m, n, F32, I32)
-        check(x1, x2, scale, F16, msg=f"{(m, k, n)}", **kw)
-        check(x1, x2, scale, I32, msg=f"{(m, k, n)}", bias=kw["bias"])
+        check(x1, x2, scale, F16, msg=f"{(m, k, n)}", device=device, **kw)
+        check(x1, x2, scale, I32, msg=f"{(m, k, n)}", device=device, bias=kw["bias"])
 
 
 CONFIGS = [{"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1},
@@ -249,7 +273,7 @@ CONFIGS = [{"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1},
 @given(m=st.integers(1, 40), k=st.integers(1, 130), n=st.integers(1, 80), row=st.sampled_from(ROWS),
        layout=st.sampled_from(["nd", "transposed", "nz", "batched"]), cfg=st.sampled_from(CONFIGS),
        seed=st.integers(0, 2**16))
-def test_hypothesis_shapes_modes_layouts(m, k, n, row, layout, cfg, seed):
+def test_hypothesis_shapes_modes_layouts(device, m, k, n, row, layout, cfg, seed):
     out_dtype, scale_dtype, bias_dtype, offset, pertoken = row
     x1 = int8(m, k, seed=seed)
     x2 = int8(n, k, seed=seed + 1).t() if layout == "transposed" else int8(k, n, seed=seed + 1)
@@ -259,31 +283,33 @@ def test_hypothesis_shapes_modes_layouts(m, k, n, row, layout, cfg, seed):
     scale, kw = make_args(m, n, scale_dtype, bias_dtype, offset, pertoken, seed=seed)
     with override_config(KERNEL, cfg):
         if layout == "nz":
+            d_kw = {name: t.to(device) for name, t in kw.items()}
             with kernel_ran(KERNEL):
-                out = ak.quant_matmul(x1, ak.nd_to_nz(x2), scale, output_dtype=out_dtype, x2_layout="nz",
-                                      x2_shape=(k, n), **kw)
+                out = ak.quant_matmul(x1.to(device), ak.nd_to_nz(x2.to(device)), scale.to(device),
+                                      output_dtype=out_dtype, x2_layout="nz", x2_shape=(k, n), **d_kw).cpu()
             assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw))
         else:
-            check(x1, x2, scale, out_dtype, **kw)
+            check(x1, x2, scale, out_dtype, device=device, **kw)
 
 
 @given(m=st.integers(1, 24), kw_=st.integers(1, 40), n_w=st.integers(1, 12), transposed=st.booleans(),
        cfg=st.sampled_from([{"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 256, "GROUP_M": 1},
                             {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 512, "GROUP_M": 4}]))
-def test_hypothesis_int4(m, kw_, n_w, transposed, cfg):
+def test_hypothesis_int4(device, m, kw_, n_w, transposed, cfg):
     x1, x2, _, _ = int4_operands(m, 8 * kw_, 8 * n_w, transposed, seed=m + kw_)
     scale, kw = make_args(m, 8 * n_w, F32, I32)
     with override_config(KERNEL, cfg):
-        check(x1, x2, scale, F16, **kw)
+        check(x1, x2, scale, F16, device=device, **kw)
 
 
-def test_npu_spellings_and_torch_compile():
+def test_npu_spellings_and_torch_compile(device):
     m, k, n = 8, 64, 32
     x1, x2 = int8(m, k), int8(k, n, seed=2)
     scale, kw = make_args(m, n, F32, I32)
-    q = ak.npu_trans_quant_param(scale)
+    d_x1, d_x2, d_scale, d_bias = on(device, x1, x2, scale, kw["bias"])
+    q = ak.npu_trans_quant_param(d_scale)
     with kernel_ran(KERNEL):
-        out = ak.npu_quant_matmul(x1, x2, q, bias=kw["bias"], output_dtype=F16)
+        out = ak.npu_quant_matmul(d_x1, d_x2, q, bias=d_bias, output_dtype=F16).cpu()
     assert_equal(out, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw))
 
     def f(a, b, s, bias):
@@ -291,10 +317,11 @@ def test_npu_spellings_and_torch_compile():
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     with kernel_ran(KERNEL):
-        got = compiled(x1, x2, scale, kw["bias"])
+        got = compiled(d_x1, d_x2, d_scale, d_bias).cpu()
     assert_equal(got, ref.quant_matmul(x1, x2, scale, output_dtype=F16, **kw).float() * 2)
 
 
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_decode_reads_each_weight_byte_once():
     from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
     k, n = 512, 2048
@@ -309,6 +336,7 @@ def test_decode_reads_each_weight_byte_once():
         assert meter.total <= 1.1 * floor, (m, meter.total, floor)
 
 
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_int4_decode_reads_each_packed_word_once():
     from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
     for transposed in (False, True):
@@ -368,6 +396,7 @@ def _bad(**over):
     (lambda: ak.trans_quant_param(torch.ones(3), round_mode=2), ValueError, "round_mode"),
     (lambda: ak.decode_quant_param(torch.ones(3)), TypeError, "param must have dtype int64"),
 ])
+@pytest.mark.host  # host tensors: every error is raised while validating the arguments, before any launch
 def test_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
@@ -397,19 +426,22 @@ def a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g):
 
 
 @pytest.mark.parametrize("out_dtype", [F16, BF16])
-def test_a8w4_torch_npu_call_decode(out_dtype):
-    """The issue's call at m = 1, k = 8192, n = 1024, g = 256; each packed weight byte is read once."""
-    from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
+def test_a8w4_torch_npu_call_decode(device, out_dtype):
+    """The issue's call at m = 1, k = 8192, n = 1024, g = 256; each packed weight byte is read once (the meter: on
+    the CPU run)."""
+    from atlas_kernels.testing.meter import minimum_bytes
     m, k, n, g = 1, 8192, 1024, 256
     x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=3)
-    with TrafficMeter() as meter, kernel_ran(A8W4):
-        out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None,
-                                  output_dtype=out_dtype, group_sizes=[0, 0, g])
+    d_x1, d_x2, d_scale, d_offset, d_pertoken = on(device, x1, x2, scale, offset, pertoken)
+    with metered(device) as meter, kernel_ran(A8W4):
+        out = ak.npu_quant_matmul(d_x1, d_x2, d_scale, offset=d_offset, pertoken_scale=d_pertoken, bias=None,
+                                  output_dtype=out_dtype, group_sizes=[0, 0, g]).cpu()
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g))
     assert out.abs().max() > 1, "degenerate output"
-    floor = minimum_bytes([x1, x2, scale, offset, pertoken], out)
-    assert meter.loaded >= k * n // 2, "the weight must be read"
-    assert meter.total <= 1.10 * floor, (meter.total, floor)
+    if meter is not None:  # the interpreter
+        floor = minimum_bytes([x1, x2, scale, offset, pertoken], out)
+        assert meter.loaded >= k * n // 2, "the weight must be read"
+        assert meter.total <= 1.10 * floor, (meter.total, floor)
 
 
 @pytest.mark.parametrize("m, k, n, g, cfg", [
@@ -417,52 +449,54 @@ def test_a8w4_torch_npu_call_decode(out_dtype):
     (20, 256, 136, 128, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 2}),  # several tiles, 2 steps/group
     (17, 768, 96, 256, {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 512, "GROUP_M": 8}),  # BLOCK_K cut down to g
 ])
-def test_a8w4_group_sums_exact_on_dyadic_inputs(m, k, n, g, cfg):
+def test_a8w4_group_sums_exact_on_dyadic_inputs(device, m, k, n, g, cfg):
     """Power-of-two scales: the float result is exact, so kernel and reference agree bit for bit (which needs
     every group's int32 sum, the -8 term and the scale row of each group right)."""
     x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=m, dyadic=True)
+    d_x1, d_x2, d_scale, d_offset, d_pertoken = on(device, x1, x2, scale, offset, pertoken)
     for out_dtype in (F16, BF16):
         with override_config(A8W4, cfg) if cfg else contextlib.nullcontext(), kernel_ran(A8W4):
-            out = ak.quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, output_dtype=out_dtype,
-                                  group_sizes=[0, 0, g])
+            out = ak.quant_matmul(d_x1, d_x2, d_scale, offset=d_offset, pertoken_scale=d_pertoken,
+                                  output_dtype=out_dtype, group_sizes=[0, 0, g]).cpu()
         assert torch.equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, out_dtype, g)), (out_dtype, cfg)
     # the int32 group sums themselves, through a unit scale per group and 1 offset
     one = ak.trans_quant_param(torch.ones(k // g * n)).reshape(k // g, n)
     with kernel_ran(A8W4):
-        got = ak.quant_matmul(x1, x2, one, output_dtype=BF16, group_sizes=(0, 0, g)).float()
+        got = ak.quant_matmul(d_x1, d_x2, one.to(device), output_dtype=BF16, group_sizes=(0, 0, g)).cpu().float()
     sums = ref.a8w4_group_sums(x1, x2, g).sum(0).float().to(BF16).float()
     assert torch.equal(got, sums)
 
 
-def test_a8w4_without_offset_and_pertoken_random_scales():
+def test_a8w4_without_offset_and_pertoken_random_scales(device):
     x1, x2, scale, _, _ = a8w4_args(9, 256, 48, 128, seed=5)
     with kernel_ran(A8W4):
-        out = ak.quant_matmul(x1, x2, scale, output_dtype=F16, group_sizes=[0, 0, 128])
+        out = ak.quant_matmul(*on(device, x1, x2, scale), output_dtype=F16, group_sizes=[0, 0, 128]).cpu()
     assert_equal(out, a8w4_expected(x1, x2, scale, None, None, F16, 128))
 
 
 @pytest.mark.parametrize("form", ["list", "tuple", "numpy", "tensor", "numpy-ints"])
-def test_a8w4_group_sizes_and_pertoken_forms(form):
-    """torch_npu's int[] takes a list, a tuple, a numpy integer array or an integer host tensor; pertoken_scale
-    (m, 1) and (m,) give the same result."""
+def test_a8w4_group_sizes_and_pertoken_forms(device, form):
+    """torch_npu's int[] takes a list, a tuple, a numpy integer array or an integer host tensor (it stays on the
+    host); pertoken_scale (m, 1) and (m,) give the same result."""
     m, k, n, g = 3, 128, 32, 64
     x1, x2, scale, offset, pertoken = a8w4_args(m, k, n, g, seed=7)
     sizes = {"list": [0, 0, g], "tuple": (0, 0, g), "numpy": np.array([0, 0, g]),
              "tensor": torch.tensor([0, 0, g]), "numpy-ints": [np.int64(0), np.int32(0), np.int64(g)]}[form]
     expected = a8w4_expected(x1, x2, scale, offset, pertoken, F16, g)
-    for pt in (pertoken, pertoken.reshape(m)):
+    d_x1, d_x2, d_scale, d_offset, d_pertoken = on(device, x1, x2, scale, offset, pertoken)
+    for pt in (d_pertoken, d_pertoken.reshape(m)):
         with kernel_ran(A8W4):
-            out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pt, output_dtype=F16,
-                                      group_sizes=sizes)
+            out = ak.npu_quant_matmul(d_x1, d_x2, d_scale, offset=d_offset, pertoken_scale=pt, output_dtype=F16,
+                                      group_sizes=sizes).cpu()
         assert_equal(out, expected)
 
 
-def test_a8w4_under_torch_compile():
+def test_a8w4_under_torch_compile(device):
     x1, x2, scale, offset, pertoken = a8w4_args(4, 128, 32, 64, seed=8)
     f = torch.compile(lambda *a: ak.npu_quant_matmul(*a[:3], offset=a[3], pertoken_scale=a[4], output_dtype=BF16,
                                                      group_sizes=[0, 0, 64]), fullgraph=True, backend="aot_eager")
     with kernel_ran(A8W4):
-        out = f(x1, x2, scale, offset, pertoken)
+        out = f(*on(device, x1, x2, scale, offset, pertoken)).cpu()
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, BF16, 64))
 
 
@@ -496,21 +530,24 @@ def _a8w4_bad(g=64, **over):
     (_a8w4_bad(pertoken_scale_dtype=torch.float8_e8m0fnu), NotImplementedError, "pertoken_scale_dtype"),
     (_a8w4_bad(y_scale=torch.ones(1, dtype=I64)), NotImplementedError, "y_scale"),
 ])
+@pytest.mark.host  # host tensors: every error is raised while validating the arguments, before any launch
 def test_a8w4_bad_input_names_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
 
 
-def test_npu_quant_matmul_takes_every_keyword_of_torch_npu():
+def test_npu_quant_matmul_takes_every_keyword_of_torch_npu(device):
     x1, x2, scale, offset, pertoken = a8w4_args(2, 64, 16, 64)
+    d_x1, d_x2, d_scale, d_offset, d_pertoken = on(device, x1, x2, scale, offset, pertoken)
     with kernel_ran(A8W4):
-        out = ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None, output_dtype=F16,
-                                  x1_dtype=I8, x2_dtype=I32, pertoken_scale_dtype=F32, scale_dtype=I64,
-                                  group_sizes=[0, 0, 64], y_scale=None)
+        out = ak.npu_quant_matmul(d_x1, d_x2, d_scale, offset=d_offset, pertoken_scale=d_pertoken, bias=None,
+                                  output_dtype=F16, x1_dtype=I8, x2_dtype=I32, pertoken_scale_dtype=F32,
+                                  scale_dtype=I64, group_sizes=[0, 0, 64], y_scale=None).cpu()
     assert_equal(out, a8w4_expected(x1, x2, scale, offset, pertoken, F16, 64))
 
 
 @pytest.mark.parametrize("kernel", [KERNEL, A8W4])
+@pytest.mark.host  # the config spaces and hardware models: no launch
 def test_config_spaces_respect_the_hardware(kernel):
     from atlas_kernels.autotune import ASCEND_TARGETS, KERNELS, get_target
     spec = KERNELS[kernel]
@@ -543,7 +580,7 @@ def test_config_spaces_respect_the_hardware(kernel):
 # ---------------------------------------------------------------- argument forms of torch_npu's binding
 @pytest.mark.parametrize("round_mode", [np.int64(1), np.int32(1), torch.tensor(1), None],
                          ids=["np-int64", "np-int32", "tensor-0d", "none"])
-def test_npu_trans_quant_param_round_mode_forms(round_mode):
+def test_npu_trans_quant_param_round_mode_forms(device, round_mode):
     """round_mode (torch_npu's int?): a Python or numpy integer or a 0-d integer tensor, positional or keyword;
     None is 0. trans_quant_param runs on the host (no kernel): the param it makes drives the GEMM kernel to the
     Python-int call's result."""
@@ -551,33 +588,36 @@ def test_npu_trans_quant_param_round_mode_forms(round_mode):
     plain = ak.npu_trans_quant_param(scale, None, 0 if round_mode is None else 1)
     for got in (ak.npu_trans_quant_param(scale, None, round_mode), ak.npu_trans_quant_param(scale, round_mode=round_mode)):
         assert torch.equal(got, plain)
-    x1, x2 = int8(4, 64), int8(64, 32, seed=2)
+    x1, x2 = on(device, int8(4, 64), int8(64, 32, seed=2))
     with kernel_ran(KERNEL):
-        out = ak.npu_quant_matmul(x1, x2, ak.npu_trans_quant_param(scale, None, round_mode), output_dtype=F16)
+        out = ak.npu_quant_matmul(x1, x2, ak.npu_trans_quant_param(scale, None, round_mode).to(device),
+                                  output_dtype=F16).cpu()
     with kernel_ran(KERNEL):
-        assert torch.equal(out, ak.npu_quant_matmul(x1, x2, plain, output_dtype=F16))
+        assert torch.equal(out, ak.npu_quant_matmul(x1, x2, plain.to(device), output_dtype=F16).cpu())
 
 
 @pytest.mark.parametrize("bad, exc", [(1.0, TypeError), (True, TypeError), (torch.tensor([1]), TypeError),
                                       (torch.tensor(1.0), TypeError), (np.int64(2), ValueError)])
+@pytest.mark.host  # trans_quant_param's argument check: no kernel
 def test_npu_trans_quant_param_round_mode_errors(bad, exc):
     with pytest.raises(exc, match="round_mode"):
         ak.npu_trans_quant_param(torch.ones(4), round_mode=bad)
 
 
-def test_npu_quant_matmul_pertoken_column_form_on_the_int8_rows():
+def test_npu_quant_matmul_pertoken_column_form_on_the_int8_rows(device):
     """pertoken_scale (m, 1) gives the (m,) result on the int8 x int8 rows too (bf16 and fp16 output)."""
     m, k, n = 6, 64, 32
-    x1, x2 = int8(m, k), int8(k, n, seed=2)
+    x1, x2 = on(device, int8(m, k), int8(k, n, seed=2))
     scale, kw = make_args(m, n, F32, I32, pertoken=True)
+    scale, kw = scale.to(device), {name: t.to(device) for name, t in kw.items()}
     for out_dtype in (BF16, F16):
         with kernel_ran(KERNEL):
-            flat = ak.npu_quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw)
+            flat = ak.npu_quant_matmul(x1, x2, scale, output_dtype=out_dtype, **kw).cpu()
         with kernel_ran(KERNEL):
             col = ak.npu_quant_matmul(x1, x2, scale, output_dtype=out_dtype,
-                                      **{**kw, "pertoken_scale": kw["pertoken_scale"].reshape(m, 1)})
+                                      **{**kw, "pertoken_scale": kw["pertoken_scale"].reshape(m, 1)}).cpu()
         assert torch.equal(col, flat), out_dtype
     with pytest.raises(ValueError, match="pertoken_scale"):
-        ak.npu_quant_matmul(x1, x2, scale, output_dtype=BF16, pertoken_scale=torch.ones(m, 2))
+        ak.npu_quant_matmul(x1, x2, scale, output_dtype=BF16, pertoken_scale=torch.ones(m, 2, device=device))
     with pytest.raises(TypeError, match="positional"):
         ak.npu_quant_matmul(x1, x2, scale, None, None, None, BF16)  # keyword-only after scale, as in torch_npu

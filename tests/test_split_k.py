@@ -1,7 +1,12 @@
 """Split-K in quant_matmul's GEMM and matmul_compress_dequant's (kernels/gemm/split_k.py): bit-identical to the
 unsplit launch for every operand format and split count, partials really written, counters left at zero; the
-schedule and the modelled decode table; the meter at m = 1 under the targets' schedules."""
+schedule and the modelled decode table; the meter at m = 1 under the targets' schedules.
+
+Op tests take the ``device`` fixture: inputs are built on the host, launched on ``device`` (the interpreter on CPU,
+else the GPU/NPU, where the split items really race on the arrival counters) and compared on the host. The traffic
+meter counts the interpreter's loads and stores: its assertions run on the CPU run only."""
 import collections
+import contextlib
 import pathlib
 import sys
 
@@ -35,44 +40,52 @@ def scale64(n, seed=1):
     return ak.trans_quant_param(torch.rand(n, generator=gen(seed)) * 1e-3 + 1e-4)
 
 
-def _int8_fp16():
+def on(device, *tensors):
+    """The tensors on ``device`` (None stays None)."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
+# Each maker builds its operands on the host, moves them to ``device`` and returns the call.
+def _int8_fp16(device):
     x1, x2 = int8(3, 700), int8(700, 40, seed=1)
     bias = torch.randint(-1000, 1000, (40,), dtype=I32, generator=gen(2))
-    return lambda: ak.quant_matmul(x1, x2, scale64(40), bias=bias, output_dtype=F16)
+    x1, x2, scale, bias = on(device, x1, x2, scale64(40), bias)
+    return lambda: ak.quant_matmul(x1, x2, scale, bias=bias, output_dtype=F16)
 
 
-def _int8_requant_transposed_x2():
+def _int8_requant_transposed_x2(device):
     x1, w = int8(5, 520), int8(33, 520, seed=3)
     offset = torch.randn(33, generator=gen(4)) * 20
     scale = torch.rand(33, generator=gen(5)) * 2e-3 + 1e-4
+    x1, w, scale, offset = on(device, x1, w, scale, offset)
     return lambda: ak.quant_matmul(x1, w.t(), scale, offset=offset)
 
 
-def _int8_int32_out_batched():
-    x1, x2 = int8(2, 3, 4, 300), int8(3, 300, 40, seed=6)
-    return lambda: ak.quant_matmul(x1, x2, torch.ones(1), output_dtype=I32)
+def _int8_int32_out_batched(device):
+    x1, x2, scale = on(device, int8(2, 3, 4, 300), int8(3, 300, 40, seed=6), torch.ones(1))
+    return lambda: ak.quant_matmul(x1, x2, scale, output_dtype=I32)
 
 
-def _int8_bf16_pertoken():
+def _int8_bf16_pertoken(device):
     x1, x2 = int8(7, 450), int8(450, 64, seed=7)
     pertoken = torch.rand(7, generator=gen(8))
-    return lambda: ak.quant_matmul(x1, x2, torch.rand(64, generator=gen(9)).to(BF16), pertoken_scale=pertoken,
-                                   output_dtype=BF16)
+    x1, x2, scale, pertoken = on(device, x1, x2, torch.rand(64, generator=gen(9)).to(BF16), pertoken)
+    return lambda: ak.quant_matmul(x1, x2, scale, pertoken_scale=pertoken, output_dtype=BF16)
 
 
-def _int8_nz():
-    x1, w = int8(4, 600), int8(600, 40, seed=10)
+def _int8_nz(device):
+    x1, w, scale = on(device, int8(4, 600), int8(600, 40, seed=10), scale64(40))
     nz = ak.nd_to_nz(w)
-    return lambda: ak.quant_matmul(x1, nz, scale64(40), output_dtype=F16, x2_layout="nz", x2_shape=(600, 40))
+    return lambda: ak.quant_matmul(x1, nz, scale, output_dtype=F16, x2_layout="nz", x2_shape=(600, 40))
 
 
 def _int4(transposed):
-    def make():
+    def make(device):
         a = torch.randint(-8, 8, (4, 1024), dtype=I32, generator=gen(11))
         b = torch.randint(-8, 8, (1024, 32), dtype=I32, generator=gen(12))
         x2 = ref_pack.pack_int4(b.t().contiguous()).t() if transposed else ref_pack.pack_int4(b)
-        x1 = ref_pack.pack_int4(a)
-        return lambda: ak.quant_matmul(x1, x2, scale64(32), output_dtype=F16)
+        x1, x2, scale = on(device, ref_pack.pack_int4(a), x2, scale64(32))  # .to keeps the (k/8, n) view's strides
+        return lambda: ak.quant_matmul(x1, x2, scale, output_dtype=F16)
     return make
 
 
@@ -82,10 +95,16 @@ CALLS = {"int8-fp16": (_int8_fp16, TILE), "int8-requant-x2t": (_int8_requant_tra
          "int4-n": (_int4(False), {**TILE, "BLOCK_K": 256}), "int4-k": (_int4(True), {**TILE, "BLOCK_K": 256})}
 
 
-def launch(call, config, split):
-    with override_config(KERNEL, {**config, "SPLIT_K": split}), kernel_ran(KERNEL), TrafficMeter() as meter:
+def metered(device):
+    """A TrafficMeter in the interpreter; natively a null context that yields None (no byte counts there)."""
+    return TrafficMeter() if device.type == "cpu" else contextlib.nullcontext()
+
+
+def launch(call, config, split, device):
+    """(output on the host, the meter or None natively) of ``call`` launched with ``split`` K-splits."""
+    with override_config(KERNEL, {**config, "SPLIT_K": split}), kernel_ran(KERNEL), metered(device) as meter:
         out = call()
-    return out, meter
+    return out.cpu(), meter
 
 
 def assert_counters_zero():
@@ -95,53 +114,61 @@ def assert_counters_zero():
 
 @pytest.mark.parametrize("split", [2, 3, 7])
 @pytest.mark.parametrize("name", list(CALLS))
-def test_split_bit_identical_to_unsplit(name, split):
+def test_split_bit_identical_to_unsplit(device, name, split):
     make, config = CALLS[name]
-    call = make()
-    unsplit, plain = launch(call, config, 1)
-    out, meter = launch(call, config, split)
+    call = make(device)
+    unsplit, plain = launch(call, config, 1, device)
+    out, meter = launch(call, config, split, device)
     assert out.dtype == unsplit.dtype and torch.equal(out, unsplit), "split and unsplit outputs differ"
-    assert plain.stored == unsplit.numel() * unsplit.element_size(), "unsplit: only the output is written"
-    assert meter.stored > plain.stored, "the split launch must write int32 partials"
+    if meter is not None:  # the interpreter
+        assert plain.stored == unsplit.numel() * unsplit.element_size(), "unsplit: only the output is written"
+        assert meter.stored > plain.stored, "the split launch must write int32 partials"
     assert_counters_zero()
 
 
-def test_split_matches_reference_int8_requant():
+def test_split_matches_reference_int8_requant(device):
     """The split result is right, not only equal to the unsplit one (int8 output: bit for bit)."""
     x1, x2 = int8(6, 900), int8(900, 48, seed=13)
     scale = ak.trans_quant_param(torch.rand(48, generator=gen(14)) * 2e-3, torch.randn(48, generator=gen(15)) * 9)
-    out, meter = launch(lambda: ak.quant_matmul(x1, x2, scale), TILE, 4)
+    d_x1, d_x2, d_scale = on(device, x1, x2, scale)
+    out, meter = launch(lambda: ak.quant_matmul(d_x1, d_x2, d_scale), TILE, 4, device)
     assert torch.equal(out, ref.quant_matmul(x1, x2, scale))
-    assert meter.stored > out.numel()
+    if meter is not None:  # the interpreter
+        assert meter.stored > out.numel()
 
 
 @pytest.mark.parametrize("split", [2, 5])
-def test_compressed_split_bit_identical(split):
+def test_compressed_split_bit_identical(device, split):
     w = ak.pseudo_sparsify(int8(200, 640, seed=16), 0.5)
-    x2, idx, info = ak.compress_weight(w)
+    x2, idx, info = ak.compress_weight(w)  # the host codec; compress_info stays a host tensor
     x1 = int8(3, 640, seed=17)
     bias = torch.randint(-500, 500, (200,), dtype=I32, generator=gen(18))
     deq = (torch.rand(1, 200, generator=gen(19)) * 1e-3).view(I32).to(I64)
+    x1, x2, idx, bias, deq = on(device, x1, x2, idx, bias, deq)
     config = {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}
     call = lambda: ak.matmul_compress_dequant(x1, x2, idx, bias, deq, compress_info=info)  # noqa: E731
-    unsplit, _ = launch(call, config, 1)
-    out, meter = launch(call, config, split)
+    unsplit, _ = launch(call, config, 1, device)
+    out, meter = launch(call, config, split, device)
     assert torch.equal(out, unsplit)
-    assert meter.stored > out.numel() * 2
+    if meter is not None:  # the interpreter
+        assert meter.stored > out.numel() * 2
     assert_counters_zero()
 
 
-def test_auto_split_when_tiles_are_fewer_than_cores():
-    """No SPLIT_K in the config: the interpreter's 4 'cores' and one output tile -> the launcher splits."""
+def test_auto_split_when_tiles_are_fewer_than_cores(device):
+    """No SPLIT_K in the config: the device's cores (the interpreter's 4 'cores' on CPU) and one output tile -> the
+    launcher splits (the partials it writes: metered on the CPU run)."""
     x1, x2 = int8(2, 1024), int8(1024, 32, seed=20)
-    assert _split_k.plan(TILE, 2, 32, 1024, 1, get_target("interpreter").programs(True))[1] > 1
-    with override_config(KERNEL, TILE), kernel_ran(KERNEL), TrafficMeter() as meter:
-        out = ak.quant_matmul(x1, x2, torch.ones(1), output_dtype=I32)
-    assert meter.stored > out.numel() * 4
+    assert _split_k.plan(TILE, 2, 32, 1024, 1, _backend.target_for(device).programs(True))[1] > 1
+    with override_config(KERNEL, TILE), kernel_ran(KERNEL), metered(device) as meter:
+        out = ak.quant_matmul(*on(device, x1, x2, torch.ones(1)), output_dtype=I32).cpu()
+    if meter is not None:  # the interpreter
+        assert meter.stored > out.numel() * 4
     assert torch.equal(out, x1.int() @ x2.int())
     assert_counters_zero()
 
 
+@pytest.mark.host  # the schedule's arithmetic: no launch
 def test_schedule():
     assert _split_k.steps_per_split(11, 7) == (2, 6), "7 splits of 11 units: 6 non-empty ones of 2"
     assert _split_k.cores_busy(24, 64, 1, 24) == 1.0
@@ -165,6 +192,7 @@ CHOICES = [
 
 
 @pytest.mark.parametrize("tiles, units, cores, want", CHOICES)
+@pytest.mark.host  # the schedule's arithmetic: no launch
 def test_choose_fewest_splits_with_90_percent_busy(tiles, units, cores, want):
     assert _split_k.choose(tiles, units, cores) == want
 
@@ -186,6 +214,7 @@ def _weight_bytes_per_program(monkeypatch, weight):
     return per_program
 
 
+@pytest.mark.interpreter("counts each program's weight loads through the interpreter's hooks")
 @pytest.mark.parametrize("target", ["Ascend910B2", "sm_90"])
 def test_kernel_keeps_the_cores_busy_as_modelled(monkeypatch, target):
     """Llama-3-8B's k/v projection (k 4096, n 1024) at m = 1 launched as on ``target``: the weight bytes each program
@@ -217,6 +246,7 @@ def _bench_cases():
     return harness, harness.load_cases(["quant_matmul", "compress_matmul"])
 
 
+@pytest.mark.host  # bench's modelled table: no launch
 def test_modelled_table_covers_the_decode_cases():
     """bench/run.py --modelled: a row per decode case of a real model and target, with a schedule and bytes."""
     harness, cases = _bench_cases()
@@ -229,6 +259,7 @@ def test_modelled_table_covers_the_decode_cases():
         assert r["modelled_us"] > 0 and r["bytes"] > 0 and r["tiles"] >= 1
 
 
+@pytest.mark.interpreter("the traffic meter, and a foreign target's schedule launched in the interpreter")
 @pytest.mark.parametrize("target", ["Ascend910B2", "Ascend910B4"])
 def test_meter_m1_narrowest_llama_layer_under_target_schedule(monkeypatch, target):
     """Llama-3-8B's k/v projection (k 4096, n 1024) at m = 1, launched as on ``target`` (its config and split, in
@@ -247,9 +278,12 @@ def test_meter_m1_narrowest_llama_layer_under_target_schedule(monkeypatch, targe
     assert_equal(out, ref.quant_matmul(x1, x2, scale, bias=bias, output_dtype=F16))
 
 
-def test_prefill_never_splits():
-    """m > 16 launches a variant without the split path: a SPLIT_K in the config is ignored."""
+def test_prefill_never_splits(device):
+    """m > 16 launches a variant without the split path: a SPLIT_K in the config is ignored (the meter shows no
+    partials written: on the CPU run)."""
     x1, x2 = int8(17, 1024), int8(1024, 32, seed=24)
-    out, meter = launch(lambda: ak.quant_matmul(x1, x2, torch.ones(1), output_dtype=I32), TILE, 4)
-    assert meter.stored == out.numel() * 4
+    d_x1, d_x2, d_one = on(device, x1, x2, torch.ones(1))
+    out, meter = launch(lambda: ak.quant_matmul(d_x1, d_x2, d_one, output_dtype=I32), TILE, 4, device)
+    if meter is not None:  # the interpreter
+        assert meter.stored == out.numel() * 4
     assert torch.equal(out, x1.int() @ x2.int())
