@@ -72,7 +72,7 @@ def device():
 # Test modules that launch no op on a device (the host codec, the tuned-config store and tuner, the compile checks,
 # the docs) or that measure the interpreter itself: a native run skips them, the CPU run covers them.
 HOST_MODULES = {"test_ascend_run", "test_autotune", "test_backend", "test_checks", "test_checks_cuda",
-                "test_compress_codec", "test_meter", "test_readme", "test_verdicts"}
+                "test_compress_codec", "test_executor", "test_imports", "test_meter", "test_readme", "test_verdicts"}
 
 
 def pytest_configure(config):

@@ -270,6 +270,7 @@ def test_non_contiguous_inputs(device):
 
 
 # ------------------------------------------------------------------------------------------ memory traffic
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_meter_decode_reads_every_byte_once():
     """Decode (R, N) = (64, 4096), dynamic with a smooth scale. Tile layout: the minimum bytes (x1, x2 read once,
     x_out, y1, scale1 written once) plus gamma and smooth once per program (persistent programs), >= 3x fewer
@@ -296,63 +297,64 @@ def test_meter_decode_reads_every_byte_once():
 
 
 # ------------------------------------------------------------------------------------------ bad input
-def _t(shape, dtype=torch.float16):
-    return torch.ones(shape, dtype=dtype)
+def _ones_on(device):
+    """The tensor maker the BAD calls take as ``_t``: ones on ``device``."""
+    return lambda shape, dtype=torch.float16: torch.ones(shape, dtype=dtype, device=device)
 
 
 BAD = [
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8), torch.float32), _t((4, 8)), _t(8)), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8), torch.float32), _t((4, 8)), _t(8)), TypeError,
      r"x1 must have dtype float16, bfloat16, got float32"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 7)), _t(8)), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 7)), _t(8)), ValueError,
      r"x2 must have the shape of x1 \[4, 8\], got \[4, 7\]"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((8,)), _t((8,)), _t(8)), ValueError, r"x1 must have 2 to 8 dims"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(7)), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((8,)), _t((8,)), _t(8)), ValueError, r"x1 must have 2 to 8 dims"),
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(7)), ValueError,
      r"gamma must have shape \[8\] \(from x1's last dim\), got \[7\]"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8, torch.bfloat16)), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8, torch.bfloat16)), TypeError,
      r"gamma must have dtype float16, got bfloat16"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), smooth_scale1=_t(4)), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), smooth_scale1=_t(4)), ValueError,
      r"smooth_scale1 must have shape \[8\]"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), output_mask=[False, False]),
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), output_mask=[False, False]),
      ValueError, r"output_mask \[False, False\] asks for no output"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), smooth_scale2=_t(8),
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), smooth_scale2=_t(8),
                                                output_mask=[True, False]), ValueError,
      r"smooth_scale2 is given but output_mask\[1\] is False"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), output_mask=[1, 0]), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), output_mask=[1, 0]), TypeError,
      r"output_mask must be None or a list of 2 bools"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), y_dtype=torch.quint4x2), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), y_dtype=torch.quint4x2), ValueError,
      r"y_dtype must be None or torch.int8"),
-    (lambda: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), epsilon="1e-6"), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_dynamic_quant(_t((4, 8)), _t((4, 8)), _t(8), epsilon="1e-6"), TypeError,
      r"epsilon must be a float"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8)), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8)), TypeError,
      r"scales1 must have dtype float32, bfloat16, got float16"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32),
                                        _t(8, torch.int8)), TypeError, r"zero_points1 must have dtype int32"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t((2, 8)), _t((2, 8), torch.float32)), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t((2, 8)), _t((2, 8), torch.float32)), ValueError,
      r"gamma's shape must equal x1's trailing dims"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(4, torch.float32)), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(4, torch.float32)), ValueError,
      r"scales1 must have shape \[8\] \(from gamma\), got \[4\]"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32),
                                        scales2=_t(8, torch.bfloat16)), TypeError,
      r"scales2 must have dtype float32, got bfloat16"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), beta=_t(4)),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), beta=_t(4)),
      ValueError, r"beta must have shape \[8\]"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), axis=0), ValueError,
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), axis=0), ValueError,
      r"axis must be -1"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), div_mode=1), TypeError,
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), div_mode=1), TypeError,
      r"div_mode must be a bool"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), dst_type=torch.quint4x2),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)), _t(8), _t(8, torch.float32), dst_type=torch.quint4x2),
      ValueError, r"dst_type must be None or torch.int8"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8), torch.bfloat16), _t(8), _t(8, torch.float32)),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8), torch.bfloat16), _t(8), _t(8, torch.float32)),
      TypeError, r"x2 must have dtype float16, got bfloat16"),
-    (lambda: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)).to("meta"), _t(8), _t(8, torch.float32)),
+    (lambda _t: ak.npu_add_rms_norm_quant(_t((4, 8)), _t((4, 8)).to("meta"), _t(8), _t(8, torch.float32)),
      ValueError, r"x2 is on meta but x1 is on cpu"),
 ]
 
 
 @pytest.mark.parametrize("call, exc, match", BAD)
-def test_bad_input_names_the_argument(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
+def test_bad_input_names_the_argument(device, call, exc, match):
+    with pytest.raises(exc, match=match.replace("x1 is on cpu", f"x1 is on {torch.device(device).type}")):
+        call(_ones_on(device))
 
 
 # ------------------------------------------------------------------------------------------ torch.compile / opcheck

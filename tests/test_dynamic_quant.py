@@ -67,11 +67,11 @@ def test_dynamic_matches_reference(device, dtype, dst, asym, smooth):
        dst=st.sampled_from(["int8", "int4"]), asym=st.booleans(), smooth=st.sampled_from(["none", "vector", "grouped"]),
        config=st.sampled_from([{"BLOCK_M": 4, "BLOCK_K": 256}, {"BLOCK_M": 8, "BLOCK_K": 512}]),
        seed=st.integers(0, 2**16))
-def test_hypothesis(rows, words, dtype, dst, asym, smooth, config, seed):
+def test_hypothesis(device, rows, words, dtype, dst, asym, smooth, config, seed):
     gen = torch.Generator().manual_seed(seed)
     k = 8 * words if dst == "int4" else 8 * words - seed % 7
-    x = (torch.randn((rows, k), generator=gen) * 10 ** (seed % 5 - 2)).to(dtype)
-    kw = smooth_kw(smooth, k, dtype, "cpu", max(rows, 4), gen)
+    x = (torch.randn((rows, k), generator=gen) * 10 ** (seed % 5 - 2)).to(dtype).to(device)
+    kw = smooth_kw(smooth, k, dtype, device, max(rows, 4), gen)
     if "group_index" in kw:
         kw["group_index"] = kw["group_index"].clamp(max=rows)
     with override_config(DQ, config):
@@ -245,38 +245,38 @@ X16 = torch.zeros((2, 16), dtype=torch.float16)
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: ak.npu_dynamic_quant(X16.int()), TypeError, "x must have dtype"),
-    (lambda: ak.npu_dynamic_quant(X16, dst_type=torch.float16), ValueError, "dst_type must be one of"),
-    (lambda: ak.npu_dynamic_quant(X16, dst_type="int8"), TypeError, "dst_type must be a torch.dtype"),
-    (lambda: ak.npu_dynamic_quant(X16[:, :12], dst_type=torch.quint4x2), ValueError, "multiple of 8, got 12"),
-    (lambda: ak.npu_dynamic_quant(X16[:, :0]), ValueError, "must not be empty"),
-    (lambda: ak.npu_dynamic_quant(X16, smooth_scales=torch.ones(15)), ValueError, "smooth_scales must have shape"),
-    (lambda: ak.npu_dynamic_quant(X16, smooth_scales=torch.ones(16, dtype=torch.int32)), TypeError,
+    (lambda d: ak.npu_dynamic_quant(X16.to(d).int()), TypeError, "x must have dtype"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), dst_type=torch.float16), ValueError, "dst_type must be one of"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), dst_type="int8"), TypeError, "dst_type must be a torch.dtype"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d)[:, :12], dst_type=torch.quint4x2), ValueError, "multiple of 8, got 12"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d)[:, :0]), ValueError, "must not be empty"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), smooth_scales=torch.ones(15, device=d)), ValueError, "smooth_scales must have shape"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), smooth_scales=torch.ones(16, dtype=torch.int32, device=d)), TypeError,
      "smooth_scales must have dtype"),
-    (lambda: ak.npu_dynamic_quant(X16, group_index=torch.tensor([2])), ValueError, "smooth_scales is required"),
-    (lambda: ak.npu_dynamic_quant(X16, smooth_scales=torch.ones(2, 16), group_index=torch.tensor([2.0])),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), group_index=torch.tensor([2], device=d)), ValueError, "smooth_scales is required"),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), smooth_scales=torch.ones(2, 16, device=d), group_index=torch.tensor([2.0], device=d)),
      TypeError, "group_index must have dtype"),
-    (lambda: ak.npu_dynamic_quant(X16, smooth_scales=torch.ones(3, 16), group_index=torch.tensor([1, 2])),
+    (lambda d: ak.npu_dynamic_quant(X16.to(d), smooth_scales=torch.ones(3, 16, device=d), group_index=torch.tensor([1, 2], device=d)),
      ValueError, r"smooth_scales must have shape \(E, K\) = \(2, 16\)"),
-    (lambda: ak.npu_dynamic_quant_asymmetric(X16, smooth_scales=torch.ones(2, 16)), ValueError, "needs group_index"),
-    (lambda: ak.npu_quantize(X16, torch.ones(3), None, torch.qint8, -1, False), ValueError,
+    (lambda d: ak.npu_dynamic_quant_asymmetric(X16.to(d), smooth_scales=torch.ones(2, 16, device=d)), ValueError, "needs group_index"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(3, device=d), None, torch.qint8, -1, False), ValueError,
      "scales must hold 1 value"),
-    (lambda: ak.npu_quantize(X16, torch.ones(16), torch.ones(1), torch.qint8, -1, False), ValueError,
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(16, device=d), torch.ones(1, device=d), torch.qint8, -1, False), ValueError,
      "zero_points must have as many"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.qint8, 2, True), ValueError, "axis must be in"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.qint8, -3, False), ValueError, "axis must be -2"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.float32, 1), ValueError, "dtype must be one of"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.qint32, 1), ValueError, "dtype must be one of"),
-    (lambda: ak.npu_quantize(X16[:, :12], torch.ones(1), None, torch.quint4x2, -1, False), ValueError,
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.qint8, 2, True), ValueError, "axis must be in"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.qint8, -3, False), ValueError, "axis must be -2"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.float32, 1), ValueError, "dtype must be one of"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.qint32, 1), ValueError, "dtype must be one of"),
+    (lambda d: ak.npu_quantize(X16.to(d)[:, :12], torch.ones(1, device=d), None, torch.quint4x2, -1, False), ValueError,
      "multiple of 8"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1, dtype=torch.int32), None, torch.qint8), TypeError,
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, dtype=torch.int32, device=d), None, torch.qint8), TypeError,
      "scales must have dtype"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.qint8, 1.0), TypeError, "axis must be an int"),
-    (lambda: ak.npu_quantize(X16, torch.ones(1), None, torch.qint8, 1, 1), TypeError, "div_mode must be a bool"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.qint8, 1.0), TypeError, "axis must be an int"),
+    (lambda d: ak.npu_quantize(X16.to(d), torch.ones(1, device=d), None, torch.qint8, 1, 1), TypeError, "div_mode must be a bool"),
 ])
-def test_bad_input_names_the_argument(call, exc, match):
+def test_bad_input_names_the_argument(device, call, exc, match):
     with pytest.raises(exc, match=match):
-        call()
+        call(device)
 
 
 def test_torch_compile_fullgraph(device):
@@ -309,6 +309,7 @@ def test_opcheck(device):
                                                      "uint8", 0, True))
 
 
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_meter_one_pass_reads_x_once_two_passes_twice():
     """Decode-like x (64, 1024) fp16 with smooth scales: one pass <= 1.05x the minimum bytes and >= 3x fewer
     than unfused torch; with BLOCK_K < K the second pass re-reads x (exactly one more x)."""

@@ -1,4 +1,7 @@
-"""nsa_compress: forward and both gradients against the reference, determinism, lifted limits, errors, compile, meter."""
+"""nsa_compress: forward and both gradients against the reference, determinism, lifted limits, errors, compile, meter.
+
+Op tests run the op on the ``device`` fixture (the interpreter on CPU, else the GPU/NPU) and compare on the host
+against the reference computed from the host inputs."""
 import numpy as np
 import pytest
 import torch
@@ -23,17 +26,19 @@ def make(asl, n, d, block, dtype, seed=0):
     return x, w
 
 
-def run_autograd(x, w, block, stride, asl, grad_seed=1):
-    """Kernel output and (dinput, dweight) through autograd, plus the reference triple."""
-    xk, wk = x.clone().requires_grad_(), w.clone().requires_grad_()
+def run_autograd(x, w, block, stride, asl, grad_seed=1, device="cpu"):
+    """Kernel output and (dinput, dweight) through autograd on ``device``, plus the reference triple; all on the host.
+    x may already be a view on ``device`` (its strides are kept)."""
+    xk, wk = x.to(device).clone().requires_grad_(), w.to(device).clone().requires_grad_()
+    x = x.cpu()
     expected = ref.nsa_compress(x, w, block, stride, asl)
     # no windows: no forward launch; no tokens: no backward launch
     with kernel_ran(*[k for k, ran in ((FWD, expected.shape[0]), (BWD, x.shape[0]), (RED, True)) if ran]):
         out = ak.nsa_compress(xk, wk, block, stride, actual_seq_len=asl)
         grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(x.dtype)
-        out.backward(grad)
+        out.backward(grad.to(device))
     dx, dw = ref.nsa_compress_grad(grad, x, w, block, stride, asl)
-    return (out, xk.grad, wk.grad), (expected, dx, dw)
+    return (out.detach().cpu(), xk.grad.cpu(), wk.grad.cpu()), (expected, dx, dw)
 
 
 def check(actual, expected):
@@ -45,23 +50,23 @@ def check(actual, expected):
     (32, 16, torch.float16), (32, 16, torch.bfloat16), (64, 32, torch.float16), (64, 32, torch.bfloat16),
     (32, 32, torch.float16), (48, 32, torch.bfloat16), (128, 16, torch.float16), (80, 48, torch.float16),
 ])
-def test_matches_reference_ragged(block, stride, dtype):
+def test_matches_reference_ragged(device, block, stride, dtype):
     x, w = make(RAGGED, 2, 32, block, dtype)
-    actual, expected = run_autograd(x, w, block, stride, RAGGED)
+    actual, expected = run_autograd(x, w, block, stride, RAGGED, device=device)
     assert actual[0].shape[0] == sum(ref.num_windows(n, block, stride) for _, n in ref.sequence_bounds(RAGGED))
     check(actual, expected)
 
 
 @pytest.mark.parametrize("asl", [[32], [31], [16, 47], [47, 48, 95]], ids=["one-block", "short", "partial", "mixed"])
-def test_edge_sequences(asl):
+def test_edge_sequences(device, asl):
     x, w = make(asl, 2, 16, 32, torch.float16)
-    actual, expected = run_autograd(x, w, 32, 16, asl)
+    actual, expected = run_autograd(x, w, 32, 16, asl, device=device)
     check(actual, expected)
     if asl == [31]:
         assert actual[0].shape == (0, 2, 16) and not actual[1].any() and not actual[2].any()
 
 
-def test_many_sequences_small_work_items_and_d_blocks():
+def test_many_sequences_small_work_items_and_d_blocks(device):
     g = torch.Generator().manual_seed(5)
     lengths = torch.randint(0, 70, (24,), generator=g)
     asl = torch.cumsum(lengths, 0)            # a CPU tensor is accepted as host data
@@ -69,20 +74,20 @@ def test_many_sequences_small_work_items_and_d_blocks():
     # 2 windows per item: sequences split into many items, ownership edges everywhere; 2 D blocks of 16
     cfg = {"BLOCK_D": 16, "WINDOWS": 2}
     with override_config(FWD, cfg), override_config(BWD, cfg):
-        actual, expected = run_autograd(x, w, 32, 16, asl)
+        actual, expected = run_autograd(x, w, 32, 16, asl, device=device)
     check(actual, expected)
 
 
 @settings(max_examples=8)  # each example runs forward and backward in the interpreter: < 1 min in CI
 @given(lengths=st.lists(st.integers(0, 90), min_size=1, max_size=5), geo=st.sampled_from([(32, 16), (48, 16), (32, 32), (64, 16)]),
        windows=st.integers(1, 4), block_d=st.sampled_from([16, 32]), leading_zero=st.booleans(), seed=st.integers(0, 99))
-def test_hypothesis_ragged(lengths, geo, windows, block_d, leading_zero, seed):
+def test_hypothesis_ragged(device, lengths, geo, windows, block_d, leading_zero, seed):
     block, stride = geo
     asl = ([0] if leading_zero else []) + torch.cumsum(torch.tensor(lengths), 0).tolist()
     x, w = make(asl, 2, 16, block, torch.float16, seed)
     cfg = {"BLOCK_D": block_d, "WINDOWS": windows}
     with override_config(FWD, cfg), override_config(BWD, cfg):
-        actual, expected = run_autograd(x, w, block, stride, tuple(asl))
+        actual, expected = run_autograd(x, w, block, stride, tuple(asl), device=device)
     check(actual, expected)
 
 
@@ -95,25 +100,27 @@ def test_hypothesis_ragged(lengths, geo, windows, block_d, leading_zero, seed):
     (1, 16, 256, 64),     # lifted: l > 128
     (2, 16, 64, 64),      # lifted for the grad: d == l
 ], ids=["N128", "D256", "N130", "D272", "D40", "l256", "d-eq-l"])
-def test_limits(n, d, block, stride):
+def test_limits(device, n, d, block, stride):
     # one sequence of two windows and a partial one (tiny T: the interpreter runs one tile per head)
     asl = [0, block + stride + 7] if n > 64 else [block + 2 * stride + 5, 2 * block + stride + 9]
     x, w = make(asl, n, d, block, torch.bfloat16)
-    actual, expected = run_autograd(x, w, block, stride, asl)
+    actual, expected = run_autograd(x, w, block, stride, asl, device=device)
     check(actual, expected)
 
 
-def test_strided_input_is_read_in_place():
+def test_strided_input_is_read_in_place(device):
     from atlas_kernels.nsa_compress import _unit_last
     x, w = make(RAGGED, 2, 64, 32, torch.float16)
+    x = x.to(device)  # the views are taken on the device
     xs = x[:, :, ::2]                       # D stride 2: copied once (the kernels take a contiguous D)
     xt = x.transpose(0, 1).contiguous().transpose(0, 1)[:, :, :32]  # T stride != N*D: read in place
     assert _unit_last(xt) is xt and _unit_last(xs).is_contiguous()
     for view in (xs, xt):
-        actual, expected = run_autograd(view, w, 32, 16, RAGGED)
+        actual, expected = run_autograd(view, w, 32, 16, RAGGED, device=device)
         check(actual, expected)
 
 
+@pytest.mark.interpreter("reorders programs through an interpreter hook (InterpreterBuilder.create_get_program_id)")
 def test_gradients_are_bitwise_deterministic(monkeypatch):
     """The backward's bits do not depend on the grid or on the order its programs run: dweight partials sit in
     per-tile slots and are reduced in a fixed order. Two plain runs in the (sequential) interpreter could not differ,
@@ -144,6 +151,7 @@ def test_gradients_are_bitwise_deterministic(monkeypatch):
     assert_close(first[0], ref.nsa_compress_grad(g, x, w, 64, 16, RAGGED)[0])
 
 
+@pytest.mark.host  # the reference alone, no kernel
 def test_reference_gradcheck_float64():
     asl = [0, 20, 20, 57]
     x = torch.randn(57, 2, 3, dtype=torch.float64, requires_grad=True)
@@ -158,54 +166,56 @@ def test_reference_gradcheck_float64():
     torch.testing.assert_close(rw, dw)
 
 
-def test_npu_spellings():
+def test_npu_spellings(device):
     x, w = make(RAGGED, 2, 16, 32, torch.float16)
     with kernel_ran(FWD):
-        out = ak.npu_nsa_compress(x, w, 32, 16, actual_seq_len=tuple(RAGGED))
+        out = ak.npu_nsa_compress(x.to(device), w.to(device), 32, 16, actual_seq_len=tuple(RAGGED)).cpu()
     assert_close(out, ref.nsa_compress(x, w, 32, 16, RAGGED))
     g = torch.randn(out.shape).to(torch.float16)
     with kernel_ran(BWD, RED):
-        dx, dw = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=torch.tensor(RAGGED))
+        dx, dw = ak.npu_nsa_compress_grad(g.to(device), x.to(device), w.to(device), 32, 16,
+                                          actual_seq_len=torch.tensor(RAGGED))
     ex, ew = ref.nsa_compress_grad(g, x, w, 32, 16, RAGGED)
-    assert_close(dx, ex)
-    assert_close(dw, ew)
+    assert_close(dx.cpu(), ex)
+    assert_close(dw.cpu(), ew)
 
 
-def test_torch_compile_fullgraph_forward_and_backward():
+def test_torch_compile_fullgraph_forward_and_backward(device):
     x, w = make(RAGGED, 2, 16, 32, torch.float16)
 
     def f(a, b):
         return ak.nsa_compress(a, b, 32, 16, actual_seq_len=RAGGED).float().square().sum()
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    xk, wk = x.clone().requires_grad_(), w.clone().requires_grad_()
+    xk, wk = x.to(device).clone().requires_grad_(), w.to(device).clone().requires_grad_()
     with kernel_ran(FWD, BWD, RED):
         compiled(xk, wk).backward()
     xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
     ref.nsa_compress(xr, wr, 32, 16, RAGGED).square().sum().backward()
-    assert_close(xk.grad.float(), xr.grad, dtype=torch.float16)
-    assert_close(wk.grad.float(), wr.grad, dtype=torch.bfloat16)  # fp16 output rounding of a long sum
+    assert_close(xk.grad.cpu().float(), xr.grad, dtype=torch.float16)
+    assert_close(wk.grad.cpu().float(), wr.grad, dtype=torch.bfloat16)  # fp16 output rounding of a long sum
 
 
-def test_argument_forms_of_torch_npus_binding():
+def test_argument_forms_of_torch_npus_binding(device):
     """int[] as a list, tuple, numpy integer array or host tensor; int as a Python or numpy integer."""
     x, w = make(RAGGED, 2, 16, 32, torch.float16)
     expected = ref.nsa_compress(x, w, 32, 16, RAGGED)
+    dx_, dw_ = x.to(device), w.to(device)
     # list, tuple and int64 tensor: test_npu_spellings, test_matches_reference_ragged
     for lengths in (np.array(RAGGED, dtype=np.int32), [np.int64(v) for v in RAGGED],
                     torch.tensor(RAGGED, dtype=torch.int32)):
         with kernel_ran(FWD):
-            out = ak.npu_nsa_compress(x, w, np.int64(32), np.int32(16), actual_seq_len=lengths)
-        assert_close(out, expected, msg=type(lengths).__name__)
+            out = ak.npu_nsa_compress(dx_, dw_, np.int64(32), np.int32(16), actual_seq_len=lengths)
+        assert_close(out.cpu(), expected, msg=type(lengths).__name__)
     g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2)).to(torch.float16)
     ex, ew = ref.nsa_compress_grad(g, x, w, 32, 16, RAGGED)
     with kernel_ran(BWD, RED):
-        dx, dw = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=np.array(RAGGED))
-    assert_close(dx, ex)
-    assert_close(dw, ew)
+        dx, dw = ak.npu_nsa_compress_grad(g.to(device), dx_, dw_, 32, 16, actual_seq_len=np.array(RAGGED))
+    assert_close(dx.cpu(), ex)
+    assert_close(dw.cpu(), ew)
 
 
-def test_lengths_tensor_compiles_once_for_every_length_list():
+def test_lengths_tensor_compiles_once_for_every_length_list(device):
     """A lengths tensor is read when the op runs: three different length lists, forward and backward, one
     compile (a list is a graph constant: each new list recompiles)."""
     counter = torch._dynamo.testing.CompileCounter()
@@ -217,13 +227,13 @@ def test_lengths_tensor_compiles_once_for_every_length_list():
     torch._dynamo.reset()
     for asl in (RAGGED, [0, 64, 64, 100, 200, 300], [17, 90, 91, 250, 260, 300]):  # same T and count: same shapes
         x, w = make(asl, 2, 16, 32, torch.float16, seed=asl[1])
-        xk, wk = x.clone().requires_grad_(), w.clone().requires_grad_()
+        xk, wk = x.to(device).clone().requires_grad_(), w.to(device).clone().requires_grad_()
         with kernel_ran(FWD, BWD, RED):
-            compiled(xk, wk, torch.tensor(asl)).backward()
+            compiled(xk, wk, torch.tensor(asl)).backward()  # the lengths stay host data
         xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
         ref.nsa_compress(xr, wr, 32, 16, asl).square().sum().backward()
-        assert_close(xk.grad.float(), xr.grad, dtype=torch.float16)
-        assert_close(wk.grad.float(), wr.grad, dtype=torch.bfloat16)
+        assert_close(xk.grad.cpu().float(), xr.grad, dtype=torch.float16)
+        assert_close(wk.grad.cpu().float(), wr.grad, dtype=torch.bfloat16)
     assert counter.frame_count == 1, counter.frame_count
 
 
@@ -232,34 +242,35 @@ W = torch.zeros(32, 2, dtype=torch.float16)
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: ak.nsa_compress(X, W, 32, 48, actual_seq_len=[64]), ValueError, r"compress_stride \(48\) must not exceed"),
-    (lambda: ak.nsa_compress(X, W[:24], 24, 16, actual_seq_len=[64]), ValueError, "compress_block_size must be a positive multiple of 16"),
-    (lambda: ak.nsa_compress(X, W, 32, 8, actual_seq_len=[64]), ValueError, "compress_stride must be a positive multiple of 16"),
-    (lambda: ak.nsa_compress(X, W, 32, 16.0, actual_seq_len=[64]), TypeError, "compress_stride must be an int"),
-    (lambda: ak.nsa_compress(X, torch.zeros(512, 2, dtype=torch.float16), 512, 16, actual_seq_len=[64]), ValueError, "<= 256"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[40, 30, 64]), ValueError, r"non-decreasing.*actual_seq_len\[1\] = 30"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[40, 60]), ValueError, "must end at T = input.shape\\[0\\] = 64"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[]), ValueError, "must not be empty"),
-    (lambda: ak.npu_nsa_compress(X, W, 32, 16), ValueError, "actual_seq_len is required"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[64.0]), TypeError, "list or tuple of ints"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([64], device="meta")), TypeError, "meta tensor"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=np.array([64.0])), TypeError, "1-D integer array"),
-    (lambda: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([[64]])), TypeError, "1-D integer tensor"),
-    (lambda: ak.nsa_compress(X, W.bfloat16(), 32, 16, actual_seq_len=[64]), TypeError, "weight must have the dtype of input"),
-    (lambda: ak.nsa_compress(X.float(), W.float(), 32, 16, actual_seq_len=[64]), TypeError, "input must have dtype float16, bfloat16"),
-    (lambda: ak.nsa_compress(X[0], W, 32, 16, actual_seq_len=[2]), ValueError, "input must have 3 dims"),
-    (lambda: ak.nsa_compress(X, W[:, :1], 32, 16, actual_seq_len=[64]), ValueError, r"weight must have shape \(compress_block_size, N\) = \(32, 2\)"),
-    (lambda: ak.nsa_compress(X, W[None], 32, 16, actual_seq_len=[64]), ValueError, "weight must have 2 dims"),
-    (lambda: ak.npu_nsa_compress_grad(torch.zeros(2, 2, 16, dtype=torch.float16), X, W, 32, 16, actual_seq_len=[64]),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 48, actual_seq_len=[64]), ValueError, r"compress_stride \(48\) must not exceed"),
+    (lambda X, W: ak.nsa_compress(X, W[:24], 24, 16, actual_seq_len=[64]), ValueError, "compress_block_size must be a positive multiple of 16"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 8, actual_seq_len=[64]), ValueError, "compress_stride must be a positive multiple of 16"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16.0, actual_seq_len=[64]), TypeError, "compress_stride must be an int"),
+    (lambda X, W: ak.nsa_compress(X, torch.zeros(512, 2, dtype=torch.float16, device=X.device), 512, 16, actual_seq_len=[64]), ValueError, "<= 256"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[40, 30, 64]), ValueError, r"non-decreasing.*actual_seq_len\[1\] = 30"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[40, 60]), ValueError, "must end at T = input.shape\\[0\\] = 64"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[]), ValueError, "must not be empty"),
+    (lambda X, W: ak.npu_nsa_compress(X, W, 32, 16), ValueError, "actual_seq_len is required"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=[64.0]), TypeError, "list or tuple of ints"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([64], device="meta")), TypeError, "meta tensor"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=np.array([64.0])), TypeError, "1-D integer array"),
+    (lambda X, W: ak.nsa_compress(X, W, 32, 16, actual_seq_len=torch.tensor([[64]])), TypeError, "1-D integer tensor"),
+    (lambda X, W: ak.nsa_compress(X, W.bfloat16(), 32, 16, actual_seq_len=[64]), TypeError, "weight must have the dtype of input"),
+    (lambda X, W: ak.nsa_compress(X.float(), W.float(), 32, 16, actual_seq_len=[64]), TypeError, "input must have dtype float16, bfloat16"),
+    (lambda X, W: ak.nsa_compress(X[0], W, 32, 16, actual_seq_len=[2]), ValueError, "input must have 3 dims"),
+    (lambda X, W: ak.nsa_compress(X, W[:, :1], 32, 16, actual_seq_len=[64]), ValueError, r"weight must have shape \(compress_block_size, N\) = \(32, 2\)"),
+    (lambda X, W: ak.nsa_compress(X, W[None], 32, 16, actual_seq_len=[64]), ValueError, "weight must have 2 dims"),
+    (lambda X, W: ak.npu_nsa_compress_grad(torch.zeros(2, 2, 16, dtype=torch.float16, device=X.device), X, W, 32, 16, actual_seq_len=[64]),
      ValueError, r"grad must have shape \(T', N, D\) = \(3, 2, 16\)"),
-    (lambda: ak.npu_nsa_compress_grad(torch.zeros(3, 2, 16, dtype=torch.bfloat16), X, W, 32, 16, actual_seq_len=[64]),
+    (lambda X, W: ak.npu_nsa_compress_grad(torch.zeros(3, 2, 16, dtype=torch.bfloat16, device=X.device), X, W, 32, 16, actual_seq_len=[64]),
      TypeError, "grad must have the dtype of input"),
 ])
-def test_bad_input_names_the_argument(call, exc, match):
+def test_bad_input_names_the_argument(device, call, exc, match):
     with pytest.raises(exc, match=match):
-        call()
+        call(X.to(device), W.to(device))
 
 
+@pytest.mark.interpreter("the traffic meter counts the interpreter's loads and stores")
 def test_meter_forward_reads_input_once_and_backward_near_minimum():
     from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
     asl = [700, 1500, 2048]
@@ -286,13 +297,14 @@ _INT_FORMS = {"int": int, "numpy-int64": np.int64, "numpy-int32": np.int32, "ten
 
 @pytest.mark.parametrize("lengths, ints", [(form, sorted(_INT_FORMS)[i % len(_INT_FORMS)])
                                            for i, form in enumerate(sorted(_LEN_FORMS))])  # each form once
-def test_every_argument_form_matches_the_list_form(lengths, ints):
+def test_every_argument_form_matches_the_list_form(device, lengths, ints):
     """actual_seq_len (int[]) and compress_block_size / compress_stride (int) in each form torch_npu's binding
     takes give the plain list-and-int call's forward and backward, through the kernels."""
     x, w = make(RAGGED, 2, 16, 32, torch.float16)
+    x, w = x.to(device), w.to(device)
     with kernel_ran(FWD):
         expected = ak.npu_nsa_compress(x, w, 32, 16, actual_seq_len=list(RAGGED))
-    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(3)).to(torch.float16)
+    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(3)).to(torch.float16).to(device)
     with kernel_ran(BWD, RED):
         ex, ew = ak.npu_nsa_compress_grad(g, x, w, 32, 16, actual_seq_len=list(RAGGED))
     asl, block, stride = _LEN_FORMS[lengths](list(RAGGED)), _INT_FORMS[ints](32), _INT_FORMS[ints](16)
@@ -307,9 +319,10 @@ def test_every_argument_form_matches_the_list_form(lengths, ints):
     (torch.tensor([32]), 16, "compress_block_size must be an int"), (32, torch.tensor(16.0), "compress_stride"),
     (True, 16, "compress_block_size must be an int"), (32, np.float32(16), "compress_stride must be an int"),
 ])
-def test_int_argument_forms_reject_the_rest(block, stride, match):
+def test_int_argument_forms_reject_the_rest(device, block, stride, match):
+    x, w = X.to(device), W.to(device)
     with pytest.raises(TypeError, match=match):
-        ak.npu_nsa_compress(X, W, block, stride, actual_seq_len=[64])
+        ak.npu_nsa_compress(x, w, block, stride, actual_seq_len=[64])
     with pytest.raises(TypeError, match=match):
-        ak.npu_nsa_compress_grad(torch.zeros(3, 2, 16, dtype=torch.float16), X, W, block, stride,
+        ak.npu_nsa_compress_grad(torch.zeros(3, 2, 16, dtype=torch.float16, device=device), x, w, block, stride,
                                  actual_seq_len=[64])

@@ -2,6 +2,8 @@
 
 Expected values are what GPUs/NPUs (and torch) compute: round to nearest even for float downcasts,
 truncation toward zero for in-range float -> int, arithmetic right shifts, C division.
+The tests of those semantics take the ``device`` fixture: in a native run they hold the GPU/NPU to the same
+expected values. The tests of the interpreter's cast correction itself are marked ``interpreter``.
 """
 import math
 import os
@@ -18,7 +20,7 @@ from triton.runtime import interpreter as interp
 import atlas_kernels as ak
 from atlas_kernels import _backend
 
-pytestmark = pytest.mark.skipif(not _backend.INTERPRETER, reason="audits Triton's CPU interpreter")
+CASTS = "audits the interpreter's cast correction"
 
 
 @triton.jit
@@ -33,10 +35,11 @@ def _cast_kernel(x_ptr, y_ptr, n, ROUNDING: tl.constexpr, BLOCK: tl.constexpr):
     tl.store(y_ptr + o, y, mask=m)
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype, rounding: str = "", ours: bool = True) -> torch.Tensor:
-    """x (1-D) cast to dtype inside a Triton kernel, launched as atlas_kernels launches its kernels (``ours``) or
-    directly, as another library would."""
-    y = torch.empty(x.shape, dtype=dtype)
+def cast(x: torch.Tensor, dtype: torch.dtype, rounding: str = "", ours: bool = True, device=None) -> torch.Tensor:
+    """x (1-D) cast to dtype inside a Triton kernel on ``device`` (default: x's), launched as atlas_kernels launches
+    its kernels (``ours``) or directly, as another library would. The result comes back on the host."""
+    x = x.to(device) if device is not None else x
+    y = torch.empty(x.shape, dtype=dtype, device=x.device)
     args = (x, y, x.numel())
     kwargs = dict(ROUNDING=rounding, BLOCK=triton.next_power_of_2(max(x.numel(), 16)))
     if ours:
@@ -44,7 +47,7 @@ def cast(x: torch.Tensor, dtype: torch.dtype, rounding: str = "", ours: bool = T
         _backend.launches.pop("test_numerics.cast")
     else:
         _cast_kernel[(1,)](*args, **kwargs)
-    return y
+    return y.cpu()
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -75,14 +78,14 @@ def random_fp32(n=4096, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_fp32_downcast_rounds_to_nearest_even(dtype):
+def test_fp32_downcast_rounds_to_nearest_even(device, dtype):
     x = torch.cat([EDGES, random_fp32()])
-    assert_bits_equal(cast(x, dtype), x.to(dtype))
-    assert_bits_equal(cast(x, dtype, "rtne"), x.to(dtype))
+    assert_bits_equal(cast(x, dtype, device=device), x.to(dtype))
+    assert_bits_equal(cast(x, dtype, "rtne", device=device), x.to(dtype))
 
 
-def test_issue_examples():
-    y = cast(torch.tensor([125 * 1.1, 1.99999994, 1.01171875], dtype=torch.float32), torch.bfloat16)
+def test_issue_examples(device):
+    y = cast(torch.tensor([125 * 1.1, 1.99999994, 1.01171875], dtype=torch.float32), torch.bfloat16, device=device)
     assert y.float().tolist() == [138.0, 2.0, 1.015625]
 
 
@@ -94,6 +97,7 @@ def uncorrected_interpreter(monkeypatch):
     monkeypatch.setattr(interp.InterpreterBuilder, "create_fp_to_fp", fp_to_fp)
 
 
+@pytest.mark.interpreter(CASTS)
 def test_uncorrected_interpreter_truncates_bf16(uncorrected_interpreter):
     """What the correction fixes (if Triton fixes it upstream, this fails: drop the correction)."""
     x = torch.tensor([125 * 1.1, 1.99999994, 1.01171875, 1e-40, 3.4e38], dtype=torch.float32)
@@ -102,50 +106,51 @@ def test_uncorrected_interpreter_truncates_bf16(uncorrected_interpreter):
     assert bits(cast(x, torch.bfloat16))[3:].tolist() != bits(x.to(torch.bfloat16))[3:].tolist()
 
 
-def _issue_quant_matmul():
+def _issue_quant_matmul(device="cpu"):
     """int8 operands whose accumulator is 125, 145, 165, 185; fp32 scale 1.1; bf16 out."""
-    x1 = torch.tensor([[1, 1]], dtype=torch.int8)
-    x2 = torch.tensor([[100, 120, 70, 90], [25, 25, 95, 95]], dtype=torch.int8)
-    return ak.quant_matmul(x1, x2, torch.tensor([1.1]), output_dtype=torch.bfloat16)
+    x1 = torch.tensor([[1, 1]], dtype=torch.int8, device=device)
+    x2 = torch.tensor([[100, 120, 70, 90], [25, 25, 95, 95]], dtype=torch.int8, device=device)
+    return ak.quant_matmul(x1, x2, torch.tensor([1.1], device=device), output_dtype=torch.bfloat16)
 
 
-def test_quant_matmul_bf16_issue_case():
+def test_quant_matmul_bf16_issue_case(device):
     before = _backend.launches["quant_matmul.gemm"]
-    assert _issue_quant_matmul().float().tolist() == [[138.0, 160.0, 182.0, 204.0]]
+    assert _issue_quant_matmul(device).float().tolist() == [[138.0, 160.0, 182.0, 204.0]]
     assert _backend.launches["quant_matmul.gemm"] == before + 1
 
 
+@pytest.mark.interpreter(CASTS)
 def test_quant_matmul_bf16_issue_case_fails_uncorrected(uncorrected_interpreter):
     assert _issue_quant_matmul().float().tolist() == [[137.0, 159.0, 181.0, 203.0]]
 
 
-def test_fp32_downcast_toward_zero():
+def test_fp32_downcast_toward_zero(device):
     x = torch.cat([EDGES, random_fp32(1024, seed=1)])
     fin = ~torch.isnan(x)
     want_bf16 = torch.where(fin, x.view(torch.int32) >> 16, -1).to(torch.int16)
-    got = cast(x, torch.bfloat16, "rtz")
+    got = cast(x, torch.bfloat16, "rtz", device=device)
     assert torch.equal(torch.where(fin, got.view(torch.int16), -1), want_bf16)
     assert torch.isnan(got[~fin]).all()
     with np.errstate(over="ignore", invalid="ignore"):  # toward zero: the nearest, or its neighbour toward zero
         nearest = x.numpy().astype(np.float16)
         want16 = np.where(np.abs(nearest.astype(np.float64)) > np.abs(x.numpy()), np.nextafter(nearest, np.float16(0)),
                           nearest)
-    assert_bits_equal(cast(x, torch.float16, "rtz"), torch.from_numpy(want16))
+    assert_bits_equal(cast(x, torch.float16, "rtz", device=device), torch.from_numpy(want16))
 
 
 @pytest.mark.parametrize("dst", [torch.float32, torch.float64, torch.int32, torch.float16])
-def test_bf16_upcasts_and_to_int(dst):
+def test_bf16_upcasts_and_to_int(device, dst):
     x = torch.cat([EDGES, random_fp32(1024, seed=2)]).to(torch.bfloat16)
     if dst == torch.int32:
         x = x[(x.float().abs() < 2**31) & ~torch.isnan(x)]
     if dst.is_floating_point:
-        assert_bits_equal(cast(x, dst), x.to(dst))
+        assert_bits_equal(cast(x, dst, device=device), x.to(dst))
     else:
-        assert torch.equal(cast(x, dst), x.to(dst))
+        assert torch.equal(cast(x, dst, device=device), x.to(dst))
 
 
 @pytest.mark.parametrize("src", [torch.int32, torch.int64, torch.float64, torch.float16])
-def test_to_bf16_rounds_once(src):
+def test_to_bf16_rounds_once(device, src):
     """int and float64 sources round straight to bf16 (no double rounding through fp32)."""
     if src == torch.float16:
         x = torch.cat([EDGES, random_fp32(1024, seed=3)]).to(torch.float16)
@@ -157,15 +162,15 @@ def test_to_bf16_rounds_once(src):
     else:
         x = torch.tensor([0, 1, -1, 257, 259, 2**24 + 2**16 + 1, -(2**31), 2**31 - 1], dtype=src)
         want = torch.tensor([0, 1, -1, 256, 260, 2**24 + 2**17, -(2**31), 2**31]).to(torch.bfloat16)
-    assert_bits_equal(cast(x, torch.bfloat16), want)
+    assert_bits_equal(cast(x, torch.bfloat16, device=device), want)
 
 
-def test_float_to_int_truncates_toward_zero():
+def test_float_to_int_truncates_toward_zero(device):
     """In range: truncation toward zero, as LLVM fptosi and the hardware. Out of range or NaN the hardware
     saturates (NaN -> 0) and numpy does not; the kernels clamp before every float -> int cast."""
     x = torch.tensor([2.7, -2.7, 2.5, -2.5, 0.5, -0.5, 127.9, -128.9, 1e9, -1e9], dtype=torch.float32)
-    assert cast(x, torch.int32).tolist() == [2, -2, 2, -2, 0, 0, 127, -128, 1000000000, -1000000000]
-    assert cast(x[:8], torch.int8).tolist() == [2, -2, 2, -2, 0, 0, 127, -128]
+    assert cast(x, torch.int32, device=device).tolist() == [2, -2, 2, -2, 0, 0, 127, -128, 1000000000, -1000000000]
+    assert cast(x[:8], torch.int8, device=device).tolist() == [2, -2, 2, -2, 0, 0, 127, -128]
 
 
 @triton.jit
@@ -182,13 +187,13 @@ def _int_ops_kernel(a_ptr, b_ptr, out_ptr, BLOCK: tl.constexpr):
     tl.store(out_ptr + 6 * BLOCK + o, (a.to(tl.uint32) >> 28).to(tl.int32))
 
 
-def test_integer_shifts_division_int64():
+def test_integer_shifts_division_int64(device):
     """Arithmetic >> on signed, logical on unsigned; // and % truncate (C); int32 wraps; int64 exact."""
     a = torch.tensor([-7, 7, -8, -1, 15, -16, 2**30 + 3, -(2**31)], dtype=torch.int32)
     b = torch.tensor([2, -2, 3, 5, -4, 16, 7, 3], dtype=torch.int32)
-    out = torch.empty(7 * 8, dtype=torch.int32)
-    _int_ops_kernel[(1,)](a, b, out, BLOCK=8)
-    out = out.reshape(7, 8).tolist()
+    out = torch.empty(7 * 8, dtype=torch.int32, device=device)
+    _int_ops_kernel[(1,)](a.to(device), b.to(device), out, BLOCK=8)
+    out = out.cpu().reshape(7, 8).tolist()
     al, bl = a.tolist(), b.tolist()
     assert out[0] == [x >> 1 for x in al]
     assert out[1] == [((x & 0xF) ^ 8) - 8 for x in al]  # the low nibble, sign-extended
@@ -212,7 +217,7 @@ def _float_ops_kernel(a_ptr, b_ptr, c_ptr, out_ptr, BLOCK: tl.constexpr):
     tl.store(out_ptr + 4 * BLOCK + o, (c + 12582912.0) - 12582912.0)
 
 
-def test_fma_division_rint():
+def test_fma_division_rint(device):
     """a * b + c rounds twice (the interpreter never contracts; launch() turns contraction off on GPUs),
     tl.fma once; / and div_rn are IEEE division; (c + 1.5 * 2**23) - 1.5 * 2**23 rounds half to even."""
     g = torch.Generator().manual_seed(4)
@@ -220,9 +225,10 @@ def test_fma_division_rint():
     b = torch.rand(256, generator=g) + 1
     c = -(a.double() * b.double()).float()  # a * b + c is the product's rounding error, or 0 when rounded first
     c[:8] = torch.tensor([0.5, 1.5, 2.5, -2.5, 3.5, -0.5, 255.5, -127.5])
-    out = torch.empty(5 * 256, dtype=torch.float32)
-    _float_ops_kernel[(1,)](a, b, c, out, BLOCK=256)
-    mul_add, fma, div_rn, div, rint = out.reshape(5, 256)
+    out = torch.empty(5 * 256, dtype=torch.float32, device=device)
+    # contraction off, as launch() launches: a GPU compiler would otherwise fuse a * b + c into one fma
+    _float_ops_kernel[(1,)](a.to(device), b.to(device), c.to(device), out, BLOCK=256, enable_fp_fusion=False)
+    mul_add, fma, div_rn, div, rint = out.cpu().reshape(5, 256)
     assert torch.equal(mul_add, a * b + c)
     want_fma = (a.double() * b.double() + c.double()).float()  # exact product in float64, one rounding
     assert torch.equal(fma, want_fma) and not torch.equal(fma, mul_add)
@@ -230,6 +236,7 @@ def test_fma_division_rint():
     assert torch.equal(rint[:8], torch.round(c[:8]))
 
 
+@pytest.mark.host  # a stand-in kernel records the launch arguments; nothing runs on a device
 def test_launch_turns_fp_contraction_off():
     seen = {}
 
@@ -242,6 +249,7 @@ def test_launch_turns_fp_contraction_off():
     _backend.launches.pop("test_kernel")
 
 
+@pytest.mark.interpreter(CASTS)
 def test_correction_is_installed_once():
     assert _backend.INTERPRETER_CASTS_CORRECTED
     assert _backend._install_interpreter_casts()  # idempotent
@@ -255,6 +263,7 @@ TRUNCATED = [137.0, 1.0078125, 1.0, 3.3895313892515355e38]     # Triton 3.9's ow
 ROUNDED = [138.0, 1.015625, 1.0, float("inf")]                     # torch / the hardware: nearest even
 
 
+@pytest.mark.interpreter(CASTS)
 @pytest.mark.skipif(_backend.INTERPRETER_CASTS != "ours", reason="the default scope")
 def test_other_kernels_keep_tritons_casts():
     """Importing atlas_kernels leaves another library's interpreted bf16 cast alone (mutation caught: patching
@@ -289,6 +298,7 @@ print(_backend.INTERPRETER_CASTS_CORRECTED, y.float().tolist(), ours.float().tol
     ("off", "False [137.0, 1.0078125] [[137.0]]"),   # Triton's casts everywhere, ours included
     ("ours", "True [137.0, 1.0078125] [[138.0]]"),   # the default, spelled out
 ])
+@pytest.mark.interpreter(CASTS + " (ATLAS_KERNELS_INTERPRETER_CASTS, in a subprocess)")
 def test_interpreter_casts_modes(mode, want):
     """ATLAS_KERNELS_INTERPRETER_CASTS selects the scope (mutation caught: the variable ignored or misread)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "ATLAS_KERNELS_INTERPRETER_CASTS": mode}
@@ -297,6 +307,7 @@ def test_interpreter_casts_modes(mode, want):
     assert r.stdout.strip() == want
 
 
+@pytest.mark.interpreter(CASTS + " (ATLAS_KERNELS_INTERPRETER_CASTS, in a subprocess)")
 def test_bad_interpreter_casts_mode_is_refused():
     env = {**os.environ, "TRITON_INTERPRET": "1", "ATLAS_KERNELS_INTERPRETER_CASTS": "yes"}
     r = subprocess.run([sys.executable, "-c", "import atlas_kernels"], capture_output=True, text=True, env=env,
@@ -304,6 +315,7 @@ def test_bad_interpreter_casts_mode_is_refused():
     assert r.returncode != 0 and "ATLAS_KERNELS_INTERPRETER_CASTS='yes'; allowed: ours, all, off" in r.stderr
 
 
+@pytest.mark.interpreter(CASTS)
 def test_untested_triton_version_is_left_alone():
     """On a Triton version the correction was not tested on nothing is patched (mutation caught: no version gate)."""
     class Builder:  # stands in for another version's InterpreterBuilder
@@ -319,6 +331,7 @@ def test_untested_triton_version_is_left_alone():
     assert (Builder.cast_impl, Builder.create_fp_to_fp) == methods
 
 
+@pytest.mark.interpreter(CASTS)
 def test_failed_self_check_puts_tritons_casts_back(monkeypatch):
     """A correction that does not round like torch is taken out again, with a warning (mutation caught: the
     self-check not run, or its result ignored)."""
