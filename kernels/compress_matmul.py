@@ -43,6 +43,7 @@ from ._validate import call_op, check_common, check_tensor, int_arg, int_list
 from .compress_codec import MAX_ELEMENTS, compress_weight, decompress_weight, pseudo_sparsify  # noqa: F401
 from .gemm import GEMM, AFormat, BFormat, GemmPlan, launch, modes  # noqa: F401  (GEMM: the bench reads it here)
 from .gemm.formats import SPARSE_CHUNK
+from .gemm.tuning import seeded_draws
 from .reference import compress_matmul as ref
 
 OP = "matmul_compress_dequant"
@@ -258,14 +259,7 @@ def tune_call(shape: dict, device):
     """The tuner's launch of the GEMM's sparse variants at {m, k, n} (a dense random weight, compressed), through
     the public op."""
     m, k, n = shape["m"], shape["k"], shape["n"]
-    gen = torch.Generator().manual_seed(0)
-
-    def ints(lo, hi, *size):
-        return torch.randint(lo, hi, size, generator=gen, dtype=torch.int32)
-
-    def scales(*size):
-        return torch.rand(size, generator=gen) * 1e-3 + 1e-4
-
+    ints, scales = seeded_draws()
     bias, scale_n = ints(-1000, 1000, n), scales(n)
     scales(n), scales(m)  # the draws quant_matmul's harness makes for its other formats: the same inputs as before
     x2, index, info = compress_weight(ints(-128, 128, n, k).to(torch.int8))

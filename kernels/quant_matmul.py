@@ -16,7 +16,7 @@ from . import _backend, compress_matmul
 from ._validate import call_op, check_choice, check_common, check_tensor, int_arg, int_list
 from .gemm import GEMM, GEMM_A8W4, AFormat, BFormat, GemmPlan, GemmVariant, launch, modes
 from .gemm.formats import A8W4_K_STEP, NZ_M0, NZ_N0
-from .gemm.tuning import A8W4_GROUP, tuning
+from .gemm.tuning import A8W4_GROUP, seeded_draws, tuning
 from .int4_pack import convert_weight_to_int4pack, nd_to_nz
 from .reference import quant_matmul as ref
 
@@ -325,14 +325,7 @@ def _tune_gemm(shape: dict, variant: GemmVariant, device):
     """One launch of the variant's operand format at (m, k, n) with a typical epilogue, through the public op."""
     fmt = variant.operands
     m, k, n = shape["m"], shape["k"], shape["n"]
-    gen = torch.Generator().manual_seed(0)
-
-    def ints(lo, hi, *size):
-        return torch.randint(lo, hi, size, generator=gen, dtype=torch.int32)
-
-    def scales(*size):
-        return torch.rand(size, generator=gen) * 1e-3 + 1e-4
-
+    ints, scales = seeded_draws()
     bias, scale_n, offset, pertoken = ints(-1000, 1000, n), scales(n), scales(n), scales(m)
     if fmt == "sparse":
         return compress_matmul.tune_call(shape, device)

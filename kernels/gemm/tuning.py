@@ -19,6 +19,20 @@ SHAPES = ({"m": 16, "k": 4096, "n": 4096}, {"m": 16, "k": 4096, "n": 14336},
 A8W4_GROUP = 256  # the k-group the A8W4 variants are compiled and tuned for
 
 
+def seeded_draws(seed: int = 0) -> tuple:
+    """(ints(lo, hi, *size), scales(*size)): the harness's random int32 and scale tensors, drawn in call order from
+    one seeded generator, so every launch of a shape gets the same inputs."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+
+    def ints(lo, hi, *size):
+        return torch.randint(lo, hi, size, generator=gen, dtype=torch.int32)
+
+    def scales(*size):
+        return torch.rand(size, generator=gen) * 1e-3 + 1e-4
+    return ints, scales
+
+
 def _gemm_bucket(shape: dict) -> tuple:
     return (pow2_bucket(shape["m"]), shape["k"], shape["n"])
 
