@@ -24,11 +24,14 @@ class Variant:
         non-constexpr argument.
     constexprs: values of the constexpr arguments that are not tuned
         (dtype switches, modes).
+    needs_lock: why this variant needs a cross-core lock on Ascend; empty (all of ours): the Ascend check
+        fails a compile that takes one.
     """
 
     label: str
     types: dict
     constexprs: dict = dataclasses.field(default_factory=dict)
+    needs_lock: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

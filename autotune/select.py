@@ -24,6 +24,11 @@ def override_config(kernel: str, config: dict):
         _overrides.reset(token)
 
 
+def forced_config(kernel: str):
+    """The config an active ``override_config`` forces for ``kernel``, or None."""
+    return _overrides.get().get(kernel)
+
+
 def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = (), **dims) -> dict:
     """The config a launch of ``kernel`` uses on ``target``.
 
@@ -35,7 +40,7 @@ def pick_config(kernel: str, target: Target, variant: str, shape_key: tuple = ()
     store (exact shape bucket first, then a shape-less entry), then the derived
     default (KernelSpec.default). Never tunes; stores are cached in memory.
     """
-    forced = _overrides.get().get(kernel)
+    forced = forced_config(kernel)
     if forced is not None:
         return forced
     if dims and KERNELS[kernel].tuning is not None:

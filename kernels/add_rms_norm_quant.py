@@ -15,6 +15,9 @@ Two row layouts, picked by the launcher from the row length N:
 The dynamic quant follows the issue's definition: t = y * smooth (fp32), rowmax = max|t|,
 multiplier = 127 / rowmax (IEEE division), q = round_half_even(t * multiplier),
 scale = rowmax * fp32(1/127). A zero row gives q = 0 and scale = 0 (multiplier 0).
+
+Beside this file: add_rms_norm_quant_validate.py (argument checks) and add_rms_norm_quant_tuning.py (the
+tuning harness).
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import call_op, check_common, check_tensor
+from ._validate import call_op
+from .add_rms_norm_quant_tuning import tuning
+from .add_rms_norm_quant_validate import _float_arg, _int8_dtype, _output_mask, _validate_dynamic, _validate_static
 from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
 from .reference import add_rms_norm_quant as ref
 
@@ -294,65 +299,6 @@ _VARIANTS = [
 KERNEL = register_kernel(KernelSpec(f"{OP_STATIC}.fused", _add_rms_norm_quant_kernel, _VARIANTS, _space, _default))
 
 
-# ---------------------------------------------------------------- validation
-_X_DTYPES = (torch.float16, torch.bfloat16)
-_SCALE_DTYPES = (torch.float32, torch.bfloat16)
-_ZP_DTYPES = (torch.int32, torch.bfloat16, torch.float32)
-
-
-def _like(op: str, name: str, t, like: torch.Tensor, like_name: str, shape, optional: bool = True):
-    """t (optional) must have like's dtype and the given shape."""
-    check_tensor(op, name, t, dtypes=(like.dtype,), optional=optional)
-    if t is not None and tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{op}: {name} must have shape {list(shape)} (from {like_name}), got {list(t.shape)}")
-
-
-def _check_x(op: str, x1, x2, ndim):
-    check_tensor(op, "x1", x1, dtypes=_X_DTYPES, ndim=ndim)
-    check_tensor(op, "x2", x2, dtypes=(x1.dtype,))
-    if x2.shape != x1.shape:
-        raise ValueError(f"{op}: x2 must have the shape of x1 {list(x1.shape)}, got {list(x2.shape)}")
-
-
-def _validate_dynamic(x1, x2, gamma, smooth_scale1, smooth_scale2, beta) -> tuple:
-    """(rows, N) of a dynamic call; errors name the argument."""
-    op = "npu_add_rms_norm_dynamic_quant"
-    check_common(op, {"x1": x1, "x2": x2, "gamma": gamma, "smooth_scale1": smooth_scale1,
-                      "smooth_scale2": smooth_scale2, "beta": beta})
-    _check_x(op, x1, x2, (2, 8))
-    n = x1.shape[-1]
-    _like(op, "gamma", gamma, x1, "x1's last dim", [n], optional=False)
-    for name, t in (("smooth_scale1", smooth_scale1), ("smooth_scale2", smooth_scale2), ("beta", beta)):
-        _like(op, name, t, x1, "x1's last dim", [n])
-    return x1.numel() // n if n else 0, n
-
-
-def _validate_static(x1, x2, gamma, scales1, zero_points1, beta, scales2, zero_points2) -> tuple:
-    """(rows, N): the norm runs over x1's trailing gamma.dim() dims (N = gamma.numel())."""
-    op = "npu_add_rms_norm_quant"
-    check_common(op, {"x1": x1, "x2": x2, "gamma": gamma, "scales1": scales1, "zero_points1": zero_points1,
-                      "beta": beta, "scales2": scales2, "zero_points2": zero_points2})
-    _check_x(op, x1, x2, (1, 8))
-    check_tensor(op, "gamma", gamma, dtypes=(x1.dtype,), ndim=(1, x1.dim()))
-    if tuple(x1.shape[x1.dim() - gamma.dim():]) != tuple(gamma.shape):
-        raise ValueError(f"{op}: gamma's shape must equal x1's trailing dims (the normalised ones), got gamma "
-                         f"{list(gamma.shape)} for x1 {list(x1.shape)}")
-    shape = list(gamma.shape)
-    check_tensor(op, "scales1", scales1, dtypes=_SCALE_DTYPES)
-    _like(op, "scales1", scales1, scales1, "gamma", shape)
-    _like(op, "scales2", scales2, scales1, "gamma", shape)
-    check_tensor(op, "zero_points1", zero_points1, dtypes=_ZP_DTYPES, optional=True)
-    if zero_points1 is not None:
-        _like(op, "zero_points1", zero_points1, zero_points1, "gamma", shape)
-    check_tensor(op, "zero_points2", zero_points2, dtypes=_ZP_DTYPES, optional=True)
-    if zero_points2 is not None:
-        _like(op, "zero_points2", zero_points2, zero_points1 if zero_points1 is not None else zero_points2,
-              "gamma", shape)
-    _like(op, "beta", beta, x1, "gamma", shape)
-    n = gamma.numel()
-    return x1.numel() // n if n else 0, n
-
-
 # ---------------------------------------------------------------- launch
 def _launch(x1, x2, gamma, rows, n, outs, *, dynamic, s1=None, s2=None, zp1=None, zp2=None, beta=None, epsilon,
             out1=True, out2=False, has_s1=False, has_s2=False, div_mode=True, round_x=False, half_gamma=False):
@@ -456,38 +402,6 @@ def _(x1, x2, gamma, scales1, zero_points1, beta, scales2, zero_points2, epsilon
 
 
 # ---------------------------------------------------------------- torch_npu spellings
-def _int8_dtype(op: str, name: str, value):
-    """torch_npu's int? output dtype: None, torch.int8 or its ScalarType code 1 (only int8 is produced here)."""
-    if value is None or value is torch.int8 or (isinstance(value, int) and not isinstance(value, bool) and value == 1):
-        return
-    raise ValueError(f"{op}: {name} must be None or torch.int8 (int8 output; int4 / torch.quint4x2 output is not "
-                     f"supported), got {value!r}")
-
-
-def _float_arg(op: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__} {value!r}"[:300])
-    return float(value)
-
-
-def _output_mask(op: str, output_mask, smooth_scale1, smooth_scale2) -> tuple:
-    """(out1, out2) as torch_npu derives them from output_mask (None or [] = y1, plus y2 when both smooth scales)."""
-    if output_mask is None or (isinstance(output_mask, (list, tuple)) and len(output_mask) == 0):
-        return True, smooth_scale1 is not None and smooth_scale2 is not None
-    if not isinstance(output_mask, (list, tuple)) or len(output_mask) != 2 or \
-            not all(isinstance(b, (bool, np.bool_)) for b in output_mask):
-        raise TypeError(f"{op}: output_mask must be None or a list of 2 bools, got {output_mask!r}"[:300])
-    out1, out2 = bool(output_mask[0]), bool(output_mask[1])
-    if not (out1 or out2):
-        raise ValueError(f"{op}: output_mask [False, False] asks for no output; at least one must be True")
-    for i, (name, s, on) in enumerate((("smooth_scale1", smooth_scale1, out1),
-                                       ("smooth_scale2", smooth_scale2, out2))):
-        if s is not None and not on:
-            raise ValueError(f"{op}: {name} is given but output_mask[{i}] is False; torch_npu requires the "
-                             f"matching output to be on")
-    return out1, out2
-
-
 def npu_add_rms_norm_dynamic_quant(x1, x2, gamma, *, smooth_scale1=None, smooth_scale2=None, beta=None,
                                    epsilon=1e-6, output_mask=None, y_dtype=None):
     """x = x1 + x2; y = RMSNorm(x) * gamma (+ beta); per-row symmetric int8 quant of y (* smooth_scale1/2).
@@ -524,46 +438,4 @@ def npu_add_rms_norm_quant(x1, x2, gamma, scales1, zero_points1=None, beta=None,
                    scales2, zero_points2, _float_arg(op, "epsilon", epsilon), bool(div_mode))
 
 
-# ---------------------------------------------------------------- tuning harness
-# Shapes {R, N}: R tokens (power-of-two bucket), N the hidden size (exact). Tile variants are tuned at hidden
-# sizes a tile can hold, loop variants at the long ones.
-from .autotune import Tuning, pow2_bucket  # noqa: E402
-from .autotune.candidates import Work  # noqa: E402
-
-_SHAPES = ({"R": 16, "N": 576}, {"R": 256, "N": 576}, {"R": 16, "N": 4096}, {"R": 256, "N": 7168})
-
-
-def _work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
-    """One tile reads x1, x2 once (rows packed); the loop layout reads them once per pass, in chunks."""
-    r, n = shape["R"], shape["N"]
-    p2 = max(16, triton.next_power_of_2(n))
-    dynamic = variant.constexprs["DYNAMIC"]
-    out_bytes = 2 + 1 + (1 if variant.constexprs["OUT2"] else 0) + (8 / n if dynamic else 0)
-    if p2 <= config["BLOCK_N"]:
-        rows, reads, steps = min(config["BLOCK_N"] // p2, triton.next_power_of_2(r)), 1, 1
-        effective = {"BLOCK_N": p2, "ROWS": rows}
-    else:
-        rows, reads = config["ROWS"], 3 if dynamic else 2
-        steps = reads * triton.cdiv(n, config["BLOCK_N"])
-        effective = {"BLOCK_N": config["BLOCK_N"], "ROWS": rows}
-    if "num_warps" in config:
-        effective["num_warps"] = config["num_warps"]
-    return Work(tiles=triton.cdiv(r, rows), bytes_per_tile=rows * n * (4 * reads + out_bytes), steps_per_tile=steps,
-                depth=config.get("num_warps", 8) / 4, effective=effective, unique_bytes=r * n * (4 + out_bytes))
-
-
-def _tune_call(shape: dict, variant: Variant, device):
-    """The variant's form and dtype on random inputs; smooth_scale1 where the variant has it."""
-    gen = torch.Generator().manual_seed(0)
-    dtype = torch.float16 if variant.types["x1_ptr"] == "*fp16" else torch.bfloat16
-    x1, x2 = (torch.randn((shape["R"], shape["N"]), generator=gen).to(dtype).to(device) for _ in range(2))
-    gamma = (torch.rand(shape["N"], generator=gen) + 0.5).to(dtype).to(device)
-    if variant.constexprs["DYNAMIC"]:
-        smooth = gamma if variant.constexprs["HAS_S1"] else None
-        return lambda: npu_add_rms_norm_dynamic_quant(x1, x2, gamma, smooth_scale1=smooth)
-    scales = (torch.rand(shape["N"], generator=gen) * 0.01 + 0.01).to(device)
-    return lambda: npu_add_rms_norm_quant(x1, x2, gamma, scales if dtype == torch.float16 else scales.to(dtype))
-
-
-KERNEL.tuning = Tuning(("R", "N"), lambda s: (pow2_bucket(s["R"]), s["N"]), _tune_call, _SHAPES, work=_work,
-                       covers=lambda v, s: (s["N"] <= 1024) == bool(v.constexprs["ONE_TILE"]))
+KERNEL.tuning = tuning(npu_add_rms_norm_dynamic_quant, npu_add_rms_norm_quant)

@@ -7,6 +7,9 @@ per int32 word. quantize: static quantization with a per-tensor or per-channel s
 Numerics: fp32 throughout, as CANN's A2 kernel (docs/ops.md "dynamic_quant"); divisions are IEEE (tl.div_rn),
 rounding is half to even (the 1.5 * 2**23 trick), the clamp saturates and NaN -> 0, so integer outputs, scales
 and offsets match reference/dynamic_quant.py bit for bit.
+
+Beside this file: dynamic_quant_validate.py (argument checks) and dynamic_quant_tuning.py (the tuning
+harnesses).
 """
 from __future__ import annotations
 
@@ -19,12 +22,11 @@ import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import bool_arg, call_op, check_common, check_tensor, int_arg
+from ._validate import bool_arg, call_op, int_arg
 from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .dynamic_quant_tuning import tunings
+from .dynamic_quant_validate import _DST, _QUANTIZE_DST, OP, QOP, _dst_name, _validate_dynamic, _validate_quantize
 from .reference import dynamic_quant as ref
-
-OP = "dynamic_quant"
-QOP = "quantize"
 
 
 # ---------------------------------------------------------------- kernels
@@ -267,57 +269,7 @@ KERNEL = register_kernel(KernelSpec(f"{OP}.rowwise", _dynamic_quant_kernel, _DQ_
 QKERNEL = register_kernel(KernelSpec(f"{QOP}.static", _quantize_kernel, _Q_VARIANTS, _q_space, _q_default))
 
 
-# ---------------------------------------------------------------- validation
-_X_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_SMOOTH_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_GROUP_DTYPES = (torch.int32, torch.int64)
-_DST = {torch.int8: "int8", torch.qint8: "int8", torch.quint4x2: "int4"}
-_QUANTIZE_DST = {torch.qint8: "int8", torch.int8: "int8", torch.quint8: "uint8", torch.uint8: "uint8",
-                 torch.quint4x2: "int4"}
-_SCALE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_ZP_DTYPES = (torch.int8, torch.uint8, torch.int32, torch.float32, torch.float16, torch.bfloat16)
-
-
-def _dst_name(op: str, dst_type, table: dict, name: str = "dst_type") -> str:
-    if dst_type is None and table is _DST:
-        return "int8"  # torch_npu: None means int8
-    if not isinstance(dst_type, torch.dtype):
-        raise TypeError(f"{op}: {name} must be a torch.dtype, got {type(dst_type).__name__} {dst_type!r}")
-    if dst_type not in table:
-        allowed = ", ".join(str(d) for d in table)
-        raise ValueError(f"{op}: {name} must be one of {allowed}, got {dst_type}")
-    return table[dst_type]
-
-
-def _validate_dynamic(x, smooth_scales, group_index, dst: str):
-    """Check the arguments of dynamic_quant; return (rows R, K)."""
-    check_tensor(OP, "x", x, dtypes=_X_DTYPES, ndim=(1, 8))
-    check_common(OP, {"x": x, "smooth_scales": smooth_scales, "group_index": group_index})
-    k = x.shape[-1]
-    if k == 0:
-        raise ValueError(f"{OP}: the last dim of x (the quantized row) must not be empty, got shape {tuple(x.shape)}")
-    if dst not in ("int8", "int4"):
-        raise ValueError(f"{OP}: dst must be 'int8' or 'int4', got {dst!r}")
-    if dst == "int4" and k % 8:
-        raise ValueError(f"{OP}: int4 output (dst_type=torch.quint4x2) packs 8 values per int32, so the last dim "
-                         f"of x must be a multiple of 8, got {k}")
-    check_tensor(OP, "smooth_scales", smooth_scales, dtypes=_SMOOTH_DTYPES, optional=True)
-    check_tensor(OP, "group_index", group_index, dtypes=_GROUP_DTYPES, ndim=1, optional=True)
-    if group_index is not None:
-        if smooth_scales is None:
-            raise ValueError(f"{OP}: group_index selects rows of smooth_scales, so smooth_scales is required with it")
-        if smooth_scales.dim() != 2 or smooth_scales.shape[1] != k or smooth_scales.shape[0] != group_index.shape[0]:
-            raise ValueError(f"{OP}: with group_index of shape {tuple(group_index.shape)}, smooth_scales must have "
-                             f"shape (E, K) = ({group_index.shape[0]}, {k}) (E from group_index, K from x), "
-                             f"got {tuple(smooth_scales.shape)}")
-        if group_index.shape[0] == 0:
-            raise ValueError(f"{OP}: group_index must hold at least one expert, got shape (0,)")
-    elif smooth_scales is not None and (smooth_scales.dim() != 1 or smooth_scales.shape[0] != k):
-        raise ValueError(f"{OP}: smooth_scales must have shape (K,) = ({k},) (x's last dim; (E, K) needs "
-                         f"group_index), got {tuple(smooth_scales.shape)}")
-    return x.numel() // k, k
-
-
+# ---------------------------------------------------------------- outputs
 def _empty_dynamic(x, dst: str, asymmetric: bool):
     k = x.shape[-1]
     y = x.new_empty((*x.shape[:-1], k // 8), dtype=torch.int32) if dst == "int4" else x.new_empty(x.shape,
@@ -325,42 +277,6 @@ def _empty_dynamic(x, dst: str, asymmetric: bool):
     scale = x.new_empty(x.shape[:-1], dtype=torch.float32)
     offset = x.new_empty(x.shape[:-1] if asymmetric else (0,), dtype=torch.float32)
     return y, scale, offset
-
-
-def _quant_axis(x, axis: int, div_mode: bool) -> int:
-    """The dim of x that scales run along, as a non-negative index (torch_npu's rules, see docs/ops.md)."""
-    nd = x.dim()
-    if div_mode:
-        if not -nd <= axis < nd:
-            raise ValueError(f"{QOP}: axis must be in [{-nd}, {nd}) for {nd}-d input, got {axis}")
-        return axis % nd
-    # div_mode=False (AscendQuantV3): -2 is the second-to-last dim, any axis > -2 the last dim
-    if axis < -2 or (axis == -2 and nd < 2):
-        raise ValueError(f"{QOP}: with div_mode=False, axis must be -2 (second-to-last dim, input with 2+ dims) or "
-                         f"> -2 (last dim), got {axis} for {nd}-d input")
-    return nd - 2 if axis == -2 else nd - 1
-
-
-def _validate_quantize(x, scales, zero_points, dst: str, axis: int, div_mode: bool) -> int:
-    check_tensor(QOP, "input", x, dtypes=_X_DTYPES, ndim=(1, 8))
-    check_common(QOP, {"input": x, "scales": scales, "zero_points": zero_points})
-    check_tensor(QOP, "scales", scales, dtypes=_SCALE_DTYPES)
-    check_tensor(QOP, "zero_points", zero_points, dtypes=_ZP_DTYPES, optional=True)
-    ax = _quant_axis(x, axis, div_mode)
-    c = x.shape[ax]
-    for name, t in (("scales", scales), ("zero_points", zero_points)):
-        if t is None:
-            continue
-        if t.numel() not in (1, c) or t.dim() > x.dim():
-            raise ValueError(f"{QOP}: {name} must hold 1 value (per tensor) or input.shape[{ax}] = {c} values "
-                             f"(per channel along axis {axis}), got shape {tuple(t.shape)}")
-    if zero_points is not None and zero_points.numel() != scales.numel():
-        raise ValueError(f"{QOP}: zero_points must have as many values as scales ({scales.numel()}), "
-                         f"got shape {tuple(zero_points.shape)}")
-    if dst == "int4" and x.shape[-1] % 8:
-        raise ValueError(f"{QOP}: dtype=torch.quint4x2 packs 8 values per int32, so the last dim of input must be "
-                         f"a multiple of 8, got {x.shape[-1]}")
-    return ax
 
 
 def _empty_quantize(x, dst: str):
@@ -503,42 +419,4 @@ def npu_quantize(input, scales, zero_points, dtype, axis=1, div_mode=True):
     return quantize(input, scales, zero_points, dtype, axis, div_mode)
 
 
-# ---------------------------------------------------------------- tuning harness
-# dynamic_quant shapes {R, K}: R tokens (power-of-two bucket), K the hidden size (exact). quantize: {N} elements
-# (power-of-two bucket). A launch takes the config of its label (see _launch_dynamic / _launch_quantize).
-from .autotune import Tuning, pow2_bucket  # noqa: E402
-from .autotune.candidates import Work, tiled_work  # noqa: E402
-
-_DQ_SHAPES = ({"R": 16, "K": 4096}, {"R": 1024, "K": 4096}, {"R": 256, "K": 7168})
-_Q_SHAPES = ({"N": 16 * 4096}, {"N": 1024 * 4096})
-
-
-def _dq_work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
-    """(BLOCK_M rows, BLOCK_K columns) tiles; two passes read x twice unless the row fits one tile."""
-    x_bytes = 2 * (1 if shape["K"] <= config["BLOCK_K"] else 2)
-    y_bytes = 0.5 if variant.constexprs["INT4"] else 1
-    return tiled_work(config, {"BLOCK_M": shape["R"]}, x_bytes + y_bytes, steps={"BLOCK_K": shape["K"]})
-
-
-def _q_work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
-    return tiled_work(config, {"BLOCK": shape["N"]}, 2 + (0.5 if variant.constexprs["INT4"] else 1))
-
-
-def _tune_dq(shape: dict, variant: Variant, device):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((shape["R"], shape["K"]), generator=gen).to(torch.float16).to(device)
-    dst = torch.quint4x2 if variant.constexprs["INT4"] else torch.int8
-    op = dynamic_quant_asymmetric if variant.constexprs["ASYM"] else dynamic_quant
-    return lambda: op(x, dst_type=dst)
-
-
-def _tune_q(shape: dict, variant: Variant, device):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((shape["N"] // 4096, 4096), generator=gen).to(torch.float16).to(device)
-    scales = (torch.rand(4096, generator=gen) + 0.5).to(torch.float16).to(device)
-    dst = torch.quint4x2 if variant.constexprs["INT4"] else torch.qint8
-    return lambda: quantize(x, scales, None, dst, -1, False)
-
-
-KERNEL.tuning = Tuning(("R", "K"), lambda s: (pow2_bucket(s["R"]), s["K"]), _tune_dq, _DQ_SHAPES, work=_dq_work)
-QKERNEL.tuning = Tuning(("N",), lambda s: (pow2_bucket(s["N"]),), _tune_q, _Q_SHAPES, work=_q_work)
+KERNEL.tuning, QKERNEL.tuning = tunings(dynamic_quant, dynamic_quant_asymmetric, quantize)

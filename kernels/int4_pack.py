@@ -6,6 +6,9 @@ and every program loops over its tiles.
 
 Layouts (docs/ops.md §5): ND (..., M, N) -> NZ (..., N1, M1, 16, N0) with
 N0 = 32 bytes' worth of elements and zero padding.
+
+Beside this file: int4_pack_validate.py (argument checks, output shapes), int4_pack_spaces.py (config
+spaces) and int4_pack_tuning.py (the tuning harnesses).
 """
 from __future__ import annotations
 
@@ -17,13 +20,13 @@ import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import call_op, check_choice, check_tensor, int_arg, int_list
-from .autotune import (KernelSpec, Target, Tuning, Variant, pick_config, pow2_bucket, register_kernel,
-                       split_config)
+from ._validate import call_op, int_arg, int_list
+from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .int4_pack_spaces import _default, _rename, _space
+from .int4_pack_tuning import tunings
+from .int4_pack_validate import (M0, OP, _check_tile_offsets, _first_bad, _nd_to_nz_shape, _nz_span, _nz_to_nd_shape,
+                                 _pack_shape, _unpack_shape)
 from .reference import int4_pack as ref
-
-OP = "convert_weight_to_int4pack"
-M0 = ref.M0
 
 
 @triton.jit
@@ -201,86 +204,6 @@ def _nz_to_nd_kernel(x_ptr, out_ptr, M, N, M1, N1, n_batch,
         tl.store(dst, x, mask=(rows < M - r0)[:, None] & (cols < N - c0)[None, :])
 
 
-# ---------------------------------------------------------------- config spaces
-# Ascend: the UB model is bytes of UB that bishengir plans per tile element (a weight value for pack,
-# an unpacked value for unpack, an element for the relayouts), with its multi-buffering on, fitted to
-# its planned bytes on Ascend910B2. An overflow is a compile failure; a tile that only fits once
-# bishengir turns multi-buffering off is left out. A last dim that is not known to be contiguous
-# ("-strided" variants) costs a 32-byte UB block per element.
-
-
-def _ub_bytes_per_elem(kind: str, variant: Variant) -> int:
-    c = variant.constexprs
-    if kind == "relayout":
-        elem_bytes = 32 // c["N0"]
-        return 128 if c.get("STRIDED") else 4 * elem_bytes  # 8bit 512x16: 32 KiB; 32bit 512x16: 128 KiB
-    if kind == "pack":
-        if c["STRIDED"]:
-            return 128 if c["PER"] == 8 else 368  # int32 8x16 (1024 values): 128 KiB; uint8 16x16: 184 KiB
-        return 24 if c["PER"] == 8 else 44  # int32 16x64: 128 KiB, 8x128: 188 KiB; uint8 16x64: 88 KiB
-    return 14 if c["PER"] == 8 else 46  # unpack int32 16x64: 106 KiB; uint8 16x128: 180 KiB
-
-
-# Shipped Ascend tiles (BLOCK_R, BLOCK_P), each checked to compile with multi-buffering on for
-# Ascend910B2 and Ascend910_9391. NZ tiles keep BLOCK_P <= N0 where that costs nothing: one column group.
-_ASCEND_DEFAULTS = {
-    "pack": {"int32-nd": (16, 64), "int32-nz": (128, 8), "uint8-nd": (16, 128), "uint8-nz": (64, 32),
-             "int32-nd-strided": (8, 16), "int32-nz-strided": (16, 8), "uint8-nd-strided": (16, 16),
-             "uint8-nz-strided": (16, 16)},
-    "unpack": {"int32-nd": (16, 64), "int32-nz": (64, 16), "uint8-nd": (16, 128), "uint8-nz": (64, 32)},
-    "relayout": {"8bit": (128, 256), "16bit": (64, 256), "32bit": (64, 128),
-                 "8bit-strided": (32, 32), "16bit-strided": (32, 32), "32bit-strided": (32, 32)},
-}
-
-
-def _space(kind: str):
-    def space(target: Target, variant: Variant) -> list:
-        per = variant.constexprs.get("PER", 1)
-        configs = []
-        if target.is_ascend:
-            per_elem = _ub_bytes_per_elem(kind, variant)
-            largest = 1 << (target.ub_bytes // per_elem).bit_length() - 1
-            # the NZ permute of uint8 tiles wider than N0 costs more than the model: 16x64 needs 228 KiB
-            max_bp = variant.constexprs["N0"] if kind == "pack" and per == 2 and variant.constexprs["NZ"] else 256
-            for br in (8, 16, 32, 64, 128, 256, 512):
-                for bp in (8, 16, 32, 64, 128, 256):
-                    # the four largest power-of-two tile sizes that fit the model
-                    if largest // 8 <= br * bp * per <= largest and bp <= max_bp:
-                        configs.append({"BLOCK_R": br, "BLOCK_P": bp})
-            return configs
-        for br in (8, 16, 32, 64):
-            for bp in (8, 16, 32, 64, 128, 256):
-                elems = br * bp
-                for warps in (2, 4, 8):
-                    # at most 64 loaded values per thread keeps these copy kernels out of spills
-                    if elems * per // (32 * warps) > 64 or elems // (32 * warps) < 1:
-                        continue
-                    configs.append({"BLOCK_R": br, "BLOCK_P": bp, "num_warps": warps})
-        return configs
-    return space
-
-
-def _default(kind: str):
-    def default(target: Target, variant: Variant) -> dict:
-        if target.backend == "cpu":  # interpreter: large tiles mean fewer numpy round trips
-            return {"BLOCK_R": 64, "BLOCK_P": 256}
-        if target.is_ascend:
-            br, bp = _ASCEND_DEFAULTS[kind][variant.label]
-            return {"BLOCK_R": br, "BLOCK_P": bp}
-        per = variant.constexprs.get("PER", 1)
-        bp = 64 if per > 1 else 128
-        if variant.constexprs.get("STRIDED") and per > 1:
-            bp = 32  # strided int32 16x64 spills on sm_90 (per-element addresses)
-        return {"BLOCK_R": 16 if per > 1 else 32, "BLOCK_P": bp, "num_warps": 4}
-    return default
-
-
-def _rename(config: dict, names: tuple) -> dict:
-    """Relayout kernels call their tile BLOCK_M x BLOCK_N; configs are stored as BLOCK_R x BLOCK_P."""
-    meta, opts = split_config(config)
-    return {names[0]: meta["BLOCK_R"], names[1]: meta["BLOCK_P"], **opts}
-
-
 _PACK_VARIANTS = [
     Variant(f"{out}-{layout}" + ("-strided" if strided else ""),
             {"w_ptr": "*i32", "out_ptr": ptr, "bad_ptr": "*i32", "R": "i32", "P": "i32",
@@ -307,131 +230,27 @@ _RELAYOUT_VARIANTS = {
 }
 
 
-# ---------------------------------------------------------------- tuning harness
-# Weights are model constants: the row count is bucketed to a power of two, the packed width is exact.
-
-def _weight_bucket(shape: dict) -> tuple:
-    return (pow2_bucket(shape["R"]), shape["C"])
-
-
-def _relayout_bucket(shape: dict) -> tuple:
-    return (shape["B"], pow2_bucket(shape["M"]), shape["N"])
-
-
-_WEIGHT_SHAPES = ({"R": 4096, "C": 4096}, {"R": 4096, "C": 14336}, {"R": 14336, "C": 4096})
-_RELAYOUT_SHAPES = ({"B": 1, "M": 4096, "N": 4096}, {"B": 1, "M": 4096, "N": 14336})
-
-
-def _packed_args(variant: Variant) -> tuple:
-    """(out_dtype, layout) of a pack/unpack variant."""
-    dtype = torch.int32 if variant.constexprs["PER"] == 8 else torch.uint8
-    return dtype, ("nz" if variant.constexprs["NZ"] else "nd")
-
-
-def _tune_pack(shape: dict, variant: Variant, device):
-    w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
-    out_dtype, layout = _packed_args(variant)
-    return lambda: convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
-
-
-def _tune_unpack(shape: dict, variant: Variant, device):
-    out_dtype, layout = _packed_args(variant)
-    w = torch.randint(-8, 8, (shape["R"], shape["C"]), dtype=torch.int32, device=device)
-    packed = convert_weight_to_int4pack(w, out_dtype=out_dtype, layout=layout)
-    return lambda: unpack_int4(packed, layout=layout, shape=(shape["R"], shape["C"]))
-
-
-def _relayout_input(shape: dict, variant: Variant, device) -> torch.Tensor:
-    dtype = {8: torch.int8, 16: torch.float16, 32: torch.int32}[256 // variant.constexprs["N0"]]
-    return torch.randint(-128, 128, (shape["B"], shape["M"], shape["N"]), device=device).to(dtype)
-
-
-def _tune_nd_to_nz(shape: dict, variant: Variant, device):
-    x = _relayout_input(shape, variant, device)
-    return lambda: nd_to_nz(x)
-
-
-def _tune_nz_to_nd(shape: dict, variant: Variant, device):
-    nz = nd_to_nz(_relayout_input(shape, variant, device))
-    return lambda: nz_to_nd(nz, (shape["M"], shape["N"]))
-
-
-def _pack_work(target: Target, variant: Variant, shape: dict, config: dict):
-    """Modelled work of pack/unpack: (BLOCK_R, BLOCK_P) tiles of packed words, each PER int32 values and a word."""
-    from .autotune.candidates import tiled_work
-    per = variant.constexprs["PER"]
-    return tiled_work(config, {"BLOCK_R": shape["R"], "BLOCK_P": shape["C"] // per}, 4 * per + (4 if per == 8 else 1))
-
-
-def _relayout_work(target: Target, variant: Variant, shape: dict, config: dict):
-    """Modelled work of the relayouts: (BLOCK_M, BLOCK_N) tiles of each batch matrix, read once and written once."""
-    from .autotune.candidates import tiled_work
-    elem = 32 // variant.constexprs["N0"]
-    return tiled_work(config, {"BLOCK_M": shape["M"], "BLOCK_N": shape["N"]}, 2 * elem, outer=shape["B"])
-
-
-def _relayout_spec(name, fn, tuning):
+def _relayout_spec(name, fn):
     return KernelSpec(
         name=f"int4_pack.{name}", fn=fn, variants=_RELAYOUT_VARIANTS[name],
         space=lambda t, v: [_rename(c, ("BLOCK_M", "BLOCK_N")) for c in _space("relayout")(t, v)],
-        default=lambda t, v: _rename(_default("relayout")(t, v), ("BLOCK_M", "BLOCK_N")), tuning=tuning)
+        default=lambda t, v: _rename(_default("relayout")(t, v), ("BLOCK_M", "BLOCK_N")))
 
 
-PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"), _default("pack"),
-                                  tuning=Tuning(("R", "C"), _weight_bucket, _tune_pack, _WEIGHT_SHAPES, _pack_work)))
+PACK = register_kernel(KernelSpec("int4_pack.pack", _pack_int4_kernel, _PACK_VARIANTS, _space("pack"),
+                                  _default("pack")))
 UNPACK = register_kernel(KernelSpec("int4_pack.unpack", _unpack_int4_kernel, _UNPACK_VARIANTS, _space("unpack"),
-                                    _default("unpack"),
-                                    tuning=Tuning(("R", "C"), _weight_bucket, _tune_unpack, _WEIGHT_SHAPES,
-                                                  _pack_work)))
-ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel,
-                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nd_to_nz, _RELAYOUT_SHAPES,
-                                                 _relayout_work)))
-NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel,
-                                          Tuning(("B", "M", "N"), _relayout_bucket, _tune_nz_to_nd, _RELAYOUT_SHAPES,
-                                                 _relayout_work)))
+                                    _default("unpack")))
+ND_TO_NZ = register_kernel(_relayout_spec("nd_to_nz", _nd_to_nz_kernel))
+NZ_TO_ND = register_kernel(_relayout_spec("nz_to_nd", _nz_to_nd_kernel))
 
 
 # ---------------------------------------------------------------- launchers
-_PACKED_DTYPES = {torch.int32: 8, torch.uint8: 2}
 _BITVIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32}
 
 
 def _config(spec: KernelSpec, target: Target, variant: str, shape: dict) -> tuple:
     return split_config(pick_config(spec.name, target, variant, spec.tuning.bucket(shape)))
-
-
-def _check_tile_offsets(op: str, arg: str, *spans: int) -> None:
-    """The kernels address a tile's elements with int32 offsets from its int64 corner: spans must fit."""
-    if max(spans) >= 2**31:
-        raise ValueError(f"{op}: {arg} is too large for 32-bit offsets inside a tile "
-                         f"(a tile spans {max(spans)} elements)")
-
-
-def _nz_span(block_r: int, block_p: int, m1: int, n0: int) -> int:
-    """Elements one NZ tile of _nz_ptrs spans: its column groups lie M1 * 16 * N0 apart."""
-    return (-(-block_p // n0)) * m1 * M0 * n0 + block_r * n0
-
-
-def _first_bad(weight: torch.Tensor) -> str:
-    bad = ((weight < -8) | (weight > 7)).nonzero()[0].tolist()
-    return f"weight[{', '.join(map(str, bad))}] = {int(weight[tuple(bad)])}"
-
-
-def _pack_shape(weight: torch.Tensor, out_dtype: torch.dtype, layout: str) -> tuple:
-    """Validate convert_weight_to_int4pack's arguments; return (per, packed cols, n0, m1, n1, out shape)."""
-    check_tensor(OP, "weight", weight, dtypes=(torch.int32,), ndim=2)
-    if out_dtype not in _PACKED_DTYPES:
-        raise TypeError(f"{OP}: out_dtype must be torch.int32 or torch.uint8, got {out_dtype}")
-    check_choice(OP, "layout", layout, ("nd", "nz"))
-    per = _PACKED_DTYPES[out_dtype]
-    rows, cols = weight.shape
-    if cols % per:
-        raise ValueError(f"{OP}: the last dim of weight must be a multiple of {per} for {out_dtype} output, "
-                         f"got shape {tuple(weight.shape)}")
-    p = cols // per
-    n0 = ref.FRACTAL_BYTES // torch.empty((), dtype=out_dtype).element_size()
-    m1, n1 = math.ceil(rows / M0), math.ceil(p / n0)
-    return per, p, n0, m1, n1, ((n1, m1, M0, n0) if layout == "nz" else (rows, p))
 
 
 @torch.library.custom_op("atlas::convert_weight_to_int4pack", mutates_args=())
@@ -484,35 +303,6 @@ def convert_weight_to_int4pack(weight: torch.Tensor, *, out_dtype: torch.dtype =
     return call_op(OP, torch.ops.atlas.convert_weight_to_int4pack, weight, out_dtype, layout)
 
 
-def _unpack_shape(packed: torch.Tensor, layout: str, shape) -> tuple:
-    """Validate unpack_int4's arguments; return (per, n0, m1, rows, packed cols)."""
-    op = "unpack_int4"
-    check_tensor(op, "packed", packed, dtypes=tuple(_PACKED_DTYPES))
-    check_choice(op, "layout", layout, ("nd", "nz"))
-    per = _PACKED_DTYPES[packed.dtype]
-    n0 = ref.FRACTAL_BYTES // packed.element_size()
-    if layout == "nd":
-        check_tensor(op, "packed", packed, ndim=2)
-        (rows, p), m1 = packed.shape, 0
-    else:
-        check_tensor(op, "packed", packed, ndim=4)
-        n1, m1, m0, n0_given = packed.shape
-        if (m0, n0_given) != (M0, n0):
-            raise ValueError(f"{op}: an NZ {packed.dtype} tensor must have shape (N1, M1, {M0}, {n0}), "
-                             f"got {tuple(packed.shape)}")
-        rows, p = m1 * M0, n1 * n0
-    if shape is not None:
-        if len(shape) != 2:
-            raise ValueError(f"{op}: shape must be (R, C), got {tuple(shape)}")
-        r, c = shape
-        fits = c % per == 0 and 0 <= r <= rows and 0 <= c // per <= p
-        if not fits or (layout == "nd" and (r, c // per) != (rows, p)):
-            raise ValueError(f"{op}: shape {tuple(shape)} does not fit packed of shape {tuple(packed.shape)} "
-                             f"({layout}, {per} values per element)")
-        rows, p = r, c // per
-    return per, n0, m1, rows, p
-
-
 @torch.library.custom_op("atlas::unpack_int4", mutates_args=())
 def _unpack_op(packed: torch.Tensor, layout: str, shape: Optional[list[int]]) -> torch.Tensor:
     per, n0, m1, rows, p = _unpack_shape(packed, layout, shape)
@@ -555,16 +345,6 @@ def _bitview(x: torch.Tensor) -> torch.Tensor:
     return x.view(_BITVIEW[x.element_size()])
 
 
-_RELAYOUT_DTYPES = (torch.int8, torch.uint8, torch.float16, torch.bfloat16, torch.int32)
-
-
-def _nd_to_nz_shape(x: torch.Tensor) -> tuple:
-    check_tensor("nd_to_nz", "x", x, dtypes=_RELAYOUT_DTYPES, ndim=(2, 8))
-    *batch, m, n = x.shape
-    n0 = ref.nz_n0(x.dtype)
-    return (*batch, math.ceil(n / n0), math.ceil(m / M0), M0, n0)
-
-
 @torch.library.custom_op("atlas::nd_to_nz", mutates_args=())
 def _nd_to_nz_op(x: torch.Tensor) -> torch.Tensor:
     shape = _nd_to_nz_shape(x)
@@ -603,21 +383,6 @@ def nd_to_nz(x: torch.Tensor) -> torch.Tensor:
     N0 is 32 bytes' worth of elements: int8/uint8 32, fp16/bf16 16, int32 8.
     """
     return call_op("nd_to_nz", torch.ops.atlas.nd_to_nz, x)
-
-
-def _nz_to_nd_shape(x: torch.Tensor, shape) -> tuple:
-    op = "nz_to_nd"
-    check_tensor(op, "x", x, dtypes=_RELAYOUT_DTYPES, ndim=(4, 10))
-    *batch, n1, m1, m0, n0 = x.shape
-    if (m0, n0) != (M0, ref.nz_n0(x.dtype)):
-        raise ValueError(f"{op}: x must end in ({M0}, {ref.nz_n0(x.dtype)}) for {x.dtype}, got {tuple(x.shape)}")
-    if shape is not None and len(shape) != 2:
-        raise ValueError(f"{op}: shape must be (M, N), got {tuple(shape)}")
-    m, n = shape if shape is not None else (m1 * M0, n1 * n0)
-    if not (0 <= m <= m1 * M0 and 0 <= n <= n1 * n0):
-        raise ValueError(f"{op}: shape {tuple(shape)} does not fit x of shape {tuple(x.shape)} "
-                         f"(at most ({m1 * M0}, {n1 * n0}))")
-    return (*batch, m, n)
 
 
 @torch.library.custom_op("atlas::nz_to_nd", mutates_args=())
@@ -659,3 +424,7 @@ def npu_convert_weight_to_int4pack(weight: torch.Tensor, inner_k_tiles: int = 0)
     integer or a 0-d integer tensor) is accepted and ignored, as in torch_npu."""
     int_arg("npu_convert_weight_to_int4pack", "inner_k_tiles", inner_k_tiles)
     return convert_weight_to_int4pack(weight)
+
+
+PACK.tuning, UNPACK.tuning, ND_TO_NZ.tuning, NZ_TO_ND.tuning = tunings(
+    convert_weight_to_int4pack, unpack_int4, nd_to_nz, nz_to_nd)

@@ -11,27 +11,30 @@ Backward without atomics: each item owns the tokens [c0*d, (c0+W)*d) of its sequ
 up to the sequence end) and gathers dinput for them from the grad rows of every window covering
 them; dweight partials go to a workspace [items, D blocks, l, N] (one slot per tile, so the result
 does not depend on the grid) and a second kernel sums them in a fixed order. Two runs are bitwise equal.
+
+Beside this file: nsa_compress_validate.py (argument checks), nsa_compress_spaces.py (geometry, variants,
+config spaces) and nsa_compress_tuning.py (the tuning harnesses).
 """
 from __future__ import annotations
 
 import functools
-import math
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from . import _backend
-from ._validate import call_op, check_common, check_tensor, int_arg
+from ._validate import call_op, check_tensor
 from .autotune import KernelSpec, Target, Variant, pick_config, register_kernel, split_config
+from .nsa_compress_spaces import (_CHECKED, _TY, MAX_CHUNK, _default, _reduce_default, _reduce_space,  # noqa: F401
+                                  _space, _variant, geometry)
+from .nsa_compress_tuning import tunings
+from .nsa_compress_validate import (DTYPES, MAX_BLOCK, _check, _check_ints, _lengths_tensor,  # noqa: F401
+                                    _seq_ends)
 from .reference import nsa_compress as ref
 
 OP = "nsa_compress"
 GRAD_OP = "nsa_compress_grad"
-DTYPES = (torch.float16, torch.bfloat16)
-MAX_BLOCK = 256          # l limit (CANN: 128); register/UB use grows with l/d
-MAX_CHUNK = 32           # tokens per chunk load: larger chunks only add registers
 ITEM_COLS = 8            # work list row: see _work_list
 
 
@@ -166,128 +169,7 @@ def _dw_reduce_kernel(ws_ptr, dw_ptr, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.c
         tl.store(dw_ptr + cols, tl.sum(acc, axis=0).to(dw_ptr.dtype.element_ty), mask=cols < C)
 
 
-# ---------------------------------------------------------------- geometry and config spaces
-_TY = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def geometry(block: int, stride: int) -> dict:
-    """Constexprs for (l, d): CHUNK (power of two dividing both), SLOTS (live windows), PHASES (chunks per window)."""
-    g = math.gcd(block, stride)
-    chunk = min(g & -g, MAX_CHUNK)
-    a, b = block // chunk, stride // chunk
-    return {"CHUNK": chunk, "SLOTS": triton.next_power_of_2(-(-a // b)), "PHASES": triton.next_power_of_2(a)}
-
-
-def _variant(kind: str, dtype: str, geo: dict) -> Variant:
-    label = f"{dtype}-c{geo['CHUNK']}s{geo['SLOTS']}p{geo['PHASES']}"
-    common = {"work_ptr": "*i32", "n_items": "i32", "N": "i32", "D": "i32", "l": "i32", "d": "i32",
-              "stride_xt": "i32", "stride_xn": "i32"}
-    if kind == "fwd":
-        types = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", **common}
-        return Variant(label, types, {"CHUNK": geo["CHUNK"], "SLOTS": geo["SLOTS"]})
-    types = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "dx_ptr": f"*{dtype}",
-             "ws_ptr": "*fp32", **common, "stride_gt": "i32", "stride_gn": "i32"}
-    return Variant(label, types, dict(geo))
-
-
-# Checked geometries: the benchmark's (32, 16) and (64, 32), the widest overlap (128, 16), l == d (128, 128).
-_CHECKED = [geometry(32, 16), geometry(64, 32), geometry(128, 16), geometry(128, 128)]
-
-
-# UB bytes per column of BLOCK_D that bishengir plans with multi-buffering on (Ascend910B2), keyed by the
-# kernel's geometry constexprs (CHUNK, SLOTS[, PHASES]; the forward has no PHASES), measured at the
-# Ascend default (128 columns; the backward at 64 where 128 is predicted not to fit). Not linear in
-# BLOCK_D: fwd c16s2 plans 21/37/68/130 KB at 32/64/128/256 columns, fwd c16s8 85/150/86/163 KB,
-# bwd c32s2 overflows at 32 columns and fits at 64 (119 KB) and 128 (155 KB); a smaller tile costs
-# more per column. The stored compiler verdicts have the last word on the space.
-_UB_PER_COL = {
-    ("fwd", 16, 1): 288, ("fwd", 32, 1): 560, ("fwd", 16, 2): 528, ("fwd", 32, 2): 944,
-    ("fwd", 16, 4): 997, ("fwd", 32, 4): 698, ("fwd", 16, 8): 670, ("fwd", 32, 8): 995,
-    ("bwd", 16, 1, 1): 485, ("bwd", 16, 1, 4): 654, ("bwd", 16, 1, 8): 847, ("bwd", 16, 1, 16): 1233,
-    ("bwd", 32, 1, 1): 949, ("bwd", 32, 1, 2): 1094, ("bwd", 32, 1, 4): 1286, ("bwd", 32, 1, 8): 2426,
-    ("bwd", 16, 2, 2): 880, ("bwd", 16, 2, 4): 1006, ("bwd", 16, 2, 8): 1263, ("bwd", 16, 2, 16): 1221,
-    ("bwd", 32, 2, 2): 1214, ("bwd", 32, 2, 4): 2371, ("bwd", 32, 2, 8): 2430,
-    ("bwd", 16, 4, 4): 923, ("bwd", 16, 4, 8): 1080, ("bwd", 16, 4, 16): 2459,
-    ("bwd", 32, 4, 4): 2148, ("bwd", 32, 4, 8): 3039, ("bwd", 16, 8, 8): 1522, ("bwd", 16, 8, 16): 2989,
-    ("fwd", 16, 16): 1525, ("bwd", 32, 8, 8): 11848,  # l > 128: bwd c32s8p8 plans 534 KB at 32 columns
-}
-# not measured: bwd c16s16p16 (l >= 144, d = 16; bishengir ran > 4 min at 16 columns)
-_UB_PER_COL_UNKNOWN = {"fwd": 1600, "bwd": 16384}
-
-
-def _ub_bytes(kind: str, variant: Variant, block_d: int) -> int:
-    """Planned UB bytes of one tile on Ascend, from the measured rate of this geometry."""
-    return _UB_PER_COL.get((kind, *variant.constexprs.values()), _UB_PER_COL_UNKNOWN[kind]) * block_d
-
-
-def _tile_bytes(kind: str, variant: Variant, block_d: int) -> int:
-    """fp32 bytes of one chunk step's values (the CUDA register model): products SLOTS x CHUNK x BLOCK_D and more."""
-    c = variant.constexprs
-    chunk, slots = c["CHUNK"], c["SLOTS"]
-    per = slots * chunk * block_d * 4 + chunk * block_d * (2 + 4) + slots * block_d * 4 + slots * chunk * 12
-    if kind == "bwd":
-        per += chunk * block_d * 4 + c["PHASES"] * chunk * 4 + slots * c["PHASES"] * chunk * 4
-    return per
-
-
-def _space(kind: str):
-    def space(target: Target, variant: Variant) -> list:
-        configs = []
-        for block_d in (16, 32, 64, 128, 256):
-            for windows in (16, 32, 64):
-                if target.is_ascend:
-                    if _ub_bytes(kind, variant, block_d) <= target.ub_bytes:
-                        configs.append({"BLOCK_D": block_d, "WINDOWS": windows})
-                    continue
-                per = _tile_bytes(kind, variant, block_d)
-                for warps in (2, 4, 8):
-                    # fp32 values per thread in one chunk step; above ~128 the shipped configs spill
-                    if per // 4 // (32 * warps) <= 128 and block_d * 4 >= 32 * warps // 8:
-                        configs.append({"BLOCK_D": block_d, "WINDOWS": windows, "num_warps": warps})
-        return configs
-    return space
-
-
-def _default(kind: str):
-    def default(target: Target, variant: Variant) -> dict:
-        if target.backend == "cpu":  # interpreter: whole rows of D, long spans (few numpy round trips)
-            return {"BLOCK_D": 128, "WINDOWS": 64}
-        space = _space(kind)(target, variant)
-        if target.is_ascend:
-            # the widest D block up to a whole D = 128 row that fits (256 columns would halve the tiles
-            # per core at D = 128); 32 windows keep the span overlap at (l-d)/(32 d)
-            fits = [c for c in space if c["WINDOWS"] == 32 and c["BLOCK_D"] <= 128]
-            return max(fits, key=lambda c: c["BLOCK_D"]) if fits else {"BLOCK_D": 16, "WINDOWS": 32}
-        # fp32 values per thread per chunk step, by the cuda check: the forward spilled at 96 (sm_80,
-        # 4 warps); the backward spilled at 4 warps on sm_90 from 75 on (c16s2p2, 128 columns), so it
-        # takes the most warps and the forward the fewest
-        limit = 64 if kind == "fwd" else 128
-        fits = [c for c in space if c["WINDOWS"] == 32 and c["BLOCK_D"] <= 128
-                and _tile_bytes(kind, variant, c["BLOCK_D"]) // 4 // (32 * c["num_warps"]) <= limit]
-        return max(fits, key=lambda c: (c["BLOCK_D"], c["num_warps"] * (1 if kind == "bwd" else -1)))
-    return default
-
-
-def _reduce_space(target: Target, variant: Variant) -> list:
-    configs = []
-    for br in (4, 8, 16, 32):
-        for bc in (64, 128, 256, 512, 1024):
-            if target.is_ascend:
-                if 2 * br * bc * 4 * 2 <= target.ub_bytes:
-                    configs.append({"BLOCK_R": br, "BLOCK_C": bc})
-            elif br * bc // 128 <= 64:
-                configs.append({"BLOCK_R": br, "BLOCK_C": bc, "num_warps": 4})
-    return configs
-
-
-def _reduce_default(target: Target, variant: Variant) -> dict:
-    if target.backend == "cpu":
-        return {"BLOCK_R": 32, "BLOCK_C": 1024}
-    if target.is_ascend:  # the largest tile that fits the UB, widest along the contiguous dim
-        return max(_reduce_space(target, variant), key=lambda c: (c["BLOCK_R"] * c["BLOCK_C"], c["BLOCK_C"]))
-    return {"BLOCK_R": 8, "BLOCK_C": 256, "num_warps": 4}
-
-
+# ---------------------------------------------------------------- registry
 FWD = register_kernel(KernelSpec("nsa_compress.fwd", _fwd_kernel,
                                  [_variant("fwd", t, g) for t in _TY.values() for g in _CHECKED],
                                  _space("fwd"), _default("fwd")))
@@ -347,84 +229,6 @@ def _work_list(ends: tuple, block: int, stride: int, windows: int, device: torch
     if device.type == "cuda":
         table = table.pin_memory()
     return table.to(device, non_blocking=True)
-
-
-# ---------------------------------------------------------------- validation
-def _seq_ends(op: str, actual_seq_len) -> list:
-    """actual_seq_len as a list of Python ints (host data: list or tuple of ints, 1-D integer numpy array or
-    CPU tensor, as torch_npu's int[] takes them)."""
-    if isinstance(actual_seq_len, np.ndarray):
-        if actual_seq_len.ndim != 1 or actual_seq_len.dtype.kind not in "iu":
-            raise TypeError(f"{op}: actual_seq_len must be a 1-D integer array, got {actual_seq_len.dtype} "
-                            f"with shape {actual_seq_len.shape}")
-        return [int(v) for v in actual_seq_len.tolist()]
-    if actual_seq_len is None:
-        raise ValueError(f"{op}: actual_seq_len is required (inclusive prefix sums of the sequence lengths)")
-    if isinstance(actual_seq_len, torch.Tensor):
-        if actual_seq_len.device.type != "cpu":
-            raise TypeError(f"{op}: actual_seq_len must be host data (list, tuple or CPU tensor), got a tensor on "
-                            f"{actual_seq_len.device}; reading it would sync the device")
-        if actual_seq_len.dtype.is_floating_point or actual_seq_len.dim() != 1:
-            raise TypeError(f"{op}: actual_seq_len must be a 1-D integer tensor, got {actual_seq_len.dtype} "
-                            f"with shape {tuple(actual_seq_len.shape)}")
-        return [int(v) for v in actual_seq_len.tolist()]
-    if not isinstance(actual_seq_len, (list, tuple)) or not all(_is_int(v) for v in actual_seq_len):
-        raise TypeError(f"{op}: actual_seq_len must be a list or tuple of ints, got {actual_seq_len!r}")
-    return [int(v) for v in actual_seq_len]
-
-
-def _is_int(v) -> bool:
-    """A Python or numpy integer (torch_npu's int takes both), not a bool."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _check_ints(op: str, block, stride) -> tuple:
-    """(block, stride) as Python ints (torch_npu's int: a Python or numpy integer or a 0-d integer tensor)."""
-    return int_arg(op, "compress_block_size", block), int_arg(op, "compress_stride", stride)
-
-
-def _check(op: str, input, weight, block, stride, ends, grad=None) -> int:
-    """Validate the arguments; return T' (number of windows)."""
-    check_tensor(op, "input", input, dtypes=DTYPES, ndim=3)
-    check_tensor(op, "weight", weight, dtypes=DTYPES, ndim=2)
-    check_common(op, {"grad": grad, "input": input, "weight": weight})
-    if weight.dtype != input.dtype:
-        raise TypeError(f"{op}: weight must have the dtype of input ({str(input.dtype)[6:]}), "
-                        f"got {str(weight.dtype)[6:]}")
-    _check_ints(op, block, stride)
-    for name, v in (("compress_block_size", block), ("compress_stride", stride)):
-        if v < 16 or v % 16:
-            raise ValueError(f"{op}: {name} must be a positive multiple of 16 (the kernel reads 16-token chunks), "
-                             f"got {v}")
-    if block > MAX_BLOCK:
-        raise ValueError(f"{op}: compress_block_size must be <= {MAX_BLOCK}, got {block}")
-    if stride > block:
-        raise ValueError(f"{op}: compress_stride ({stride}) must not exceed compress_block_size ({block})")
-    T, N, D = input.shape
-    if N < 1 or D < 1:
-        raise ValueError(f"{op}: input must have N >= 1 heads and D >= 1, got shape {tuple(input.shape)}")
-    if tuple(weight.shape) != (block, N):
-        raise ValueError(f"{op}: weight must have shape (compress_block_size, N) = ({block}, {N}), "
-                         f"got {tuple(weight.shape)}")
-    if not ends:
-        raise ValueError(f"{op}: actual_seq_len must not be empty")
-    prev = 0
-    for i, e in enumerate(ends):
-        if e < prev:
-            raise ValueError(f"{op}: actual_seq_len must be non-decreasing and >= 0 (prefix sums); "
-                             f"actual_seq_len[{i}] = {e} < {prev}")
-        prev = e
-    if ends[-1] != T:
-        raise ValueError(f"{op}: actual_seq_len must end at T = input.shape[0] = {T}, got {ends[-1]}")
-    n_out = sum(ref.num_windows(length, block, stride) for _, length in ref.sequence_bounds(ends))
-    if grad is not None:
-        check_tensor(op, "grad", grad, dtypes=DTYPES, ndim=3)
-        if grad.dtype != input.dtype:
-            raise TypeError(f"{op}: grad must have the dtype of input ({str(input.dtype)[6:]}), "
-                            f"got {str(grad.dtype)[6:]}")
-        if tuple(grad.shape) != (n_out, N, D):
-            raise ValueError(f"{op}: grad must have shape (T', N, D) = ({n_out}, {N}, {D}), got {tuple(grad.shape)}")
-    return n_out
 
 
 # ---------------------------------------------------------------- ops
@@ -568,15 +372,6 @@ def _backward_varlen(ctx, grad):
 _fwd_varlen_op.register_autograd(_backward_varlen, setup_context=_setup_varlen_context)
 
 
-def _lengths_tensor(op: str, actual_seq_len: torch.Tensor) -> torch.Tensor:
-    if actual_seq_len.dtype.is_floating_point or actual_seq_len.dtype == torch.bool or actual_seq_len.dim() != 1:
-        raise TypeError(f"{op}: actual_seq_len must be a 1-D integer tensor, got {actual_seq_len.dtype} "
-                        f"with shape {tuple(actual_seq_len.shape)}")
-    if actual_seq_len.device.type == "meta":
-        raise TypeError(f"{op}: actual_seq_len must hold values (host data or a tensor on a real device), got a "
-                        f"meta tensor")
-    return actual_seq_len
-
 
 def nsa_compress(input: torch.Tensor, weight: torch.Tensor, compress_block_size: int, compress_stride: int, *,
                  actual_seq_len) -> torch.Tensor:
@@ -615,88 +410,4 @@ def npu_nsa_compress_grad(grad: torch.Tensor, input: torch.Tensor, weight: torch
                    _seq_ends(GRAD_OP, actual_seq_len))
 
 
-# ---------------------------------------------------------------- tuning harness
-# Shapes {T, N, D}: one sequence of T tokens (power-of-two bucket), N heads and D exact. A variant is a
-# geometry class; it is tuned at the first checked (l, d) of that class. dw_reduce is tuned inside the
-# backward at (l, d) = (32, 16).
-from .autotune import Tuning, pow2_bucket  # noqa: E402
-from .autotune.candidates import Work, tiled_work  # noqa: E402
-
-_NSA_PAIRS = ((32, 16), (64, 32), (128, 16), (128, 128))
-_NSA_SHAPES = ({"T": 8192, "N": 4, "D": 128}, {"T": 65536, "N": 4, "D": 128})
-_ELEM = {"fp16": 2, "bf16": 2}
-
-
-def _nsa_bucket(shape: dict) -> tuple:
-    return (pow2_bucket(shape["T"]), shape["N"], shape["D"])
-
-
-def _nsa_pair(kind: str, variant: Variant):
-    """(l, d) of the first checked geometry with this variant's label, or None."""
-    dtype = variant.label.split("-")[0]
-    return next((p for p in _NSA_PAIRS if _variant(kind, dtype, geometry(*p)).label == variant.label), None)
-
-
-def _nsa_work(kind: str):
-    def work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
-        """Tiles of (WINDOWS windows, head, BLOCK_D columns); each streams the tokens its windows span in CHUNK
-        steps (backward: reads x and grad, writes dinput and its dweight partials)."""
-        l, d = _nsa_pair(kind, variant)
-        T, N, D = shape["T"], shape["N"], shape["D"]
-        n_win = max(1, (T - l) // d + 1)
-        windows = min(config["WINDOWS"], pow2_bucket(n_win))
-        block_d = min(config["BLOCK_D"], pow2_bucket(D))
-        span = (windows - 1) * d + l
-        cols = min(block_d, D)
-        per_token = (3 if kind == "bwd" else 1) * 2 * cols
-        out = windows * cols * 2 if kind == "fwd" else l * 4
-        tiles = -(-n_win // windows) * N * -(-D // block_d)
-        depth = config["num_warps"] / 4 if "num_warps" in config else 2.0
-        return Work(tiles=tiles, bytes_per_tile=span * per_token + out + l * 2,
-                    steps_per_tile=-(-span // variant.constexprs["CHUNK"]), depth=depth,
-                    effective={"WINDOWS": windows, "BLOCK_D": block_d})
-    return work
-
-
-def _reduce_work(target: Target, variant: Variant, shape: dict, config: dict) -> Work:
-    """Column tiles of the (work items x D blocks, l x N) fp32 partials, summed down the rows in BLOCK_R steps."""
-    n_win = max(1, (shape["T"] - 32) // 16 + 1)
-    rows = -(-n_win // 32) * -(-shape["D"] // 128)  # the backward's derived tiling, roughly
-    return tiled_work(config, {"BLOCK_C": 32 * shape["N"]}, 4, steps={"BLOCK_R": rows})
-
-
-def _nsa_inputs(shape: dict, dtype: str, l: int, device):
-    gen = torch.Generator().manual_seed(0)
-    dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    x = torch.randn((shape["T"], shape["N"], shape["D"]), generator=gen).to(dt).to(device)
-    w = torch.randn((l, shape["N"]), generator=gen).to(dt).to(device)
-    return x, w
-
-
-def _tune_fwd(shape: dict, variant: Variant, device):
-    l, d = _nsa_pair("fwd", variant)
-    x, w = _nsa_inputs(shape, variant.label.split("-")[0], l, device)
-    return lambda: nsa_compress(x, w, l, d, actual_seq_len=[shape["T"]])
-
-
-def _grad_call(shape: dict, dtype: str, l: int, d: int, device):
-    x, w = _nsa_inputs(shape, dtype, l, device)
-    n_out = max(0, (shape["T"] - l) // d + 1)
-    g = torch.randn((n_out, shape["N"], shape["D"]), generator=torch.Generator().manual_seed(1)).to(x.dtype).to(device)
-    return lambda: npu_nsa_compress_grad(g, x, w, l, d, actual_seq_len=[shape["T"]])
-
-
-def _tune_bwd(shape: dict, variant: Variant, device):
-    l, d = _nsa_pair("bwd", variant)
-    return _grad_call(shape, variant.label.split("-")[0], l, d, device)
-
-
-def _tune_reduce(shape: dict, variant: Variant, device):
-    return _grad_call(shape, variant.label, 32, 16, device)
-
-
-FWD.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_fwd, _NSA_SHAPES, work=_nsa_work("fwd"),
-                    covers=lambda v, s: _nsa_pair("fwd", v) is not None)
-BWD.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_bwd, _NSA_SHAPES, work=_nsa_work("bwd"),
-                    covers=lambda v, s: _nsa_pair("bwd", v) is not None)
-DW_REDUCE.tuning = Tuning(("T", "N", "D"), _nsa_bucket, _tune_reduce, _NSA_SHAPES, work=_reduce_work)
+FWD.tuning, BWD.tuning, DW_REDUCE.tuning = tunings(nsa_compress, npu_nsa_compress_grad)

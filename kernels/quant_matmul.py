@@ -14,9 +14,9 @@ import torch
 
 from . import _backend, compress_matmul
 from ._validate import call_op, check_choice, check_common, check_tensor, int_arg, int_list
-from .gemm import GEMM, GEMM_A8W4, AFormat, BFormat, GemmPlan, GemmVariant, launch, modes
+from .gemm import GEMM, GEMM_A8W4, GEMM_REDUCE, AFormat, BFormat, GemmPlan, GemmVariant, launch, modes
 from .gemm.formats import A8W4_K_STEP, NZ_M0, NZ_N0
-from .gemm.tuning import A8W4_GROUP, seeded_draws, tuning
+from .gemm.tuning import A8W4_GROUP, reduce_tuning, seeded_draws, tuning
 from .int4_pack import convert_weight_to_int4pack, nd_to_nz
 from .reference import quant_matmul as ref
 
@@ -358,3 +358,4 @@ def _tune_gemm(shape: dict, variant: GemmVariant, device):
 
 
 GEMM.tuning = GEMM_A8W4.tuning = tuning(_tune_gemm)
+GEMM_REDUCE.tuning = reduce_tuning(_tune_gemm)

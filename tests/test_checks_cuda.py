@@ -88,14 +88,15 @@ def test_cuda_check_requires_wgmma_for_a_shipped_dense_gemm_on_sm90():
     assert sampled["ok"], sampled  # the same config, not shipped, has nothing else wrong with it
 
 
-def test_wgmma_requirement_covers_the_18_dense_gemm_variants_on_sm90_only():
+def test_wgmma_requirement_covers_the_dense_gemm_variants_with_64_row_tiles_on_sm90_only():
     specs = [KERNELS["quant_matmul.gemm"], KERNELS["quant_matmul.gemm_a8w4"]]
     sm90, sm80 = get_target("sm_90"), get_target("sm_80")
     need = [(s.name, v.label) for s in specs for v in s.variants if must_use_wgmma(Job(s, v, sm90, {}, shipped=True))]
-    assert len(need) == 18 and not any(label.startswith("sparse") for _, label in need), need
+    assert len(need) == 22 and not any(label.startswith("sparse") for _, label in need), need
     assert {(s.name, v.label) for s in specs for v in s.variants} - set(need) == {
-        ("quant_matmul.gemm", label) for label in ("sparse", "sparse-decode", "sparse-int32")}
-    assert ("quant_matmul.gemm_a8w4", "a8w4-decode") in need
+        *(("quant_matmul.gemm", label) for label in ("sparse", "sparse-decode", "sparse-decode-split", "sparse-int32")),
+        ("quant_matmul.gemm_a8w4", "a8w4-decode"), ("quant_matmul.gemm_a8w4", "a8w4-decode-split")}
+    assert ("quant_matmul.gemm", "i8-nd-decode-split") in need
     for spec in specs:
         assert not any(must_use_wgmma(Job(spec, v, sm80, {}, shipped=True)) for v in spec.variants)
         assert not any(must_use_wgmma(Job(spec, v, sm90, {}, shipped=False)) for v in spec.variants)

@@ -1,6 +1,6 @@
 """Right device, right stream: every launch runs on its tensors' device and that device's current stream
-(_backend.launch enters ``device_guard``), split-K's arrival counters are keyed on that stream, and split-K
-stays exact under CUDA graph capture/replay, on two streams and on a second device.
+(_backend.launch enters ``device_guard``), and split-K (two launches through a workspace) stays exact under CUDA
+graph capture/replay, on two streams and on a second device.
 
 The guard tests run anywhere (fake CUDA tensors and a recorded ``torch.cuda.device``); the CUDA tests take the
 ``device`` fixture and skip, with the reason, where there is no CUDA device (or only one, for two devices)."""
@@ -14,12 +14,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import atlas_kernels as ak
 from atlas_kernels import _backend
-from atlas_kernels.gemm import split_k as _split_k
 from atlas_kernels.autotune import override_config
 from atlas_kernels.reference import quant_matmul as ref
 from atlas_kernels.testing import kernel_ran
 
 KERNEL = "quant_matmul.gemm"
+REDUCE = "quant_matmul.gemm_reduce"
 SPLIT_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 8, "SPLIT_K": 4}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -112,30 +112,6 @@ def test_every_kernel_launch_goes_through_backend_launch():
     assert not offenders, f"kernels launched outside _backend.launch (no device guard): {offenders}"
 
 
-@pytest.mark.host
-def test_split_k_counters_keyed_on_the_launch_stream(monkeypatch):
-    """The counters' key is the current stream of the tensors' device -- the stream the guarded launch runs on --
-    and capture is asked about with that device current."""
-    asked, current = [], []
-
-    class Stream:
-        def __init__(self, device):
-            self.cuda_stream = 1000 + torch.device(device).index
-
-    def current_stream(device=None):
-        asked.append(device)
-        return Stream(device)
-
-    recorder = _Recorder()
-    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
-    monkeypatch.setattr(torch.cuda, "device", recorder)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: current.append(recorder.depth) or False)
-    assert _split_k._stream_key(torch.device("cuda", 1)) == 1001
-    assert asked == [torch.device("cuda", 1)]
-    assert not _split_k._capturing(torch.device("cuda", 1))
-    assert current == [1] and recorder.entered == [torch.device("cuda", 1)]
-
-
 # ---------------------------------------------------------------- on a CUDA device
 def _needs_cuda(device):
     if device.type != "cuda":
@@ -154,13 +130,13 @@ def test_split_k_under_cuda_graph_capture_and_replay(device):
     _needs_cuda(device)
     x1, x2, want = _decode_call(device)
     scale = torch.ones(1, device=device)
-    with override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL):
+    with override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL, REDUCE):
         ak.quant_matmul(x1, x2, scale, output_dtype=torch.int32)  # compile outside the capture
         torch.cuda.synchronize(device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = ak.quant_matmul(x1, x2, scale, output_dtype=torch.int32)
-    for seed in (1, 2, 3):  # replay with new inputs copied in place: the counters must come back to zero each time
+    for seed in (1, 2, 3):  # replay with new inputs copied in place: both launches read them again
         a, b, want = _decode_call(device, seed)
         x1.copy_(a)
         x2.copy_(b)
@@ -174,7 +150,7 @@ def test_split_k_on_two_streams(device):
     calls = [_decode_call(device, seed) for seed in (4, 5)]
     streams = [torch.cuda.Stream(device), torch.cuda.Stream(device)]
     outs = []
-    with override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL):
+    with override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL, REDUCE):
         for _ in range(3):
             for (x1, x2, _), stream in zip(calls, streams):
                 stream.wait_stream(torch.cuda.current_stream(device))
@@ -184,8 +160,6 @@ def test_split_k_on_two_streams(device):
     torch.cuda.synchronize(device)
     for i, (out, _) in enumerate(outs):
         assert torch.equal(out.cpu(), calls[i % 2][2])
-    keys = {key for key in _split_k._COUNTERS if key[0] == str(calls[0][0].device)}
-    assert {s.cuda_stream for s in streams} <= {key[1] for key in keys}, "one counter buffer per stream"
 
 
 def test_split_k_on_a_second_device(device):
@@ -194,10 +168,9 @@ def test_split_k_on_a_second_device(device):
         pytest.skip(f"needs two CUDA devices, this machine has {torch.cuda.device_count()}")
     x1, x2, want = _decode_call("cpu", 6)
     second = torch.device("cuda", 1)
-    with torch.cuda.device(0), override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL):
+    with torch.cuda.device(0), override_config(KERNEL, SPLIT_TILE), kernel_ran(KERNEL, REDUCE):
         out = ak.quant_matmul(x1.to(second), x2.to(second), torch.ones(1, device=second), output_dtype=torch.int32)
         assert torch.cuda.current_device() == 0, "the launch must leave the current device as it was"
     assert out.device == second
     torch.cuda.synchronize(second)
     assert torch.equal(out.cpu(), want)
-    assert any(key[0] == "cuda:1" for key in _split_k._COUNTERS)

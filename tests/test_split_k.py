@@ -1,10 +1,11 @@
-"""Split-K in quant_matmul's GEMM and matmul_compress_dequant's (kernels/gemm/split_k.py): bit-identical to the
-unsplit launch for every operand format and split count, partials really written, counters left at zero; the
-schedule and the modelled decode table; the meter at m = 1 under the targets' schedules.
+"""Split-K in quant_matmul's GEMMs and matmul_compress_dequant's (kernels/gemm/split_k.py): bit-identical to the
+unsplit launch for every operand format and split count, A8W4 (split at k-groups) included, partials really written
+and summed by the reduction launch; the bounded split; the schedule and the modelled decode table; the meter at
+m = 1 under the targets' schedules.
 
 Op tests take the ``device`` fixture: inputs are built on the host, launched on ``device`` (the interpreter on CPU,
-else the GPU/NPU, where the split items really race on the arrival counters) and compared on the host. The traffic
-meter counts the interpreter's loads and stores: its assertions run on the CPU run only."""
+else the GPU/NPU) and compared on the host. The traffic meter counts the interpreter's loads and stores: its
+assertions run on the CPU run only."""
 import collections
 import contextlib
 import pathlib
@@ -17,6 +18,7 @@ import torch
 import atlas_kernels as ak
 from atlas_kernels import _backend
 from atlas_kernels.gemm import split_k as _split_k
+from atlas_kernels.gemm.dispatch import gemm_schedule, launched_variant
 from atlas_kernels.autotune import get_target, override_config, pick_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref
@@ -24,6 +26,8 @@ from atlas_kernels.testing import assert_equal, kernel_ran
 from atlas_kernels.testing.meter import TrafficMeter, minimum_bytes
 
 KERNEL = "quant_matmul.gemm"
+A8W4 = "quant_matmul.gemm_a8w4"
+REDUCE = "quant_matmul.gemm_reduce"
 I64, F32, BF16, F16, I32, I8 = torch.int64, torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int8
 TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 8}
 
@@ -62,7 +66,8 @@ def _int8_requant_transposed_x2(device):
 
 
 def _int8_int32_out_batched(device):
-    x1, x2, scale = on(device, int8(2, 3, 4, 300), int8(3, 300, 40, seed=6), torch.ones(1))
+    # (1, 3) batches of one tile: fewer than the interpreter's 4 cores, so it splits (tiles >= cores never do)
+    x1, x2, scale = on(device, int8(1, 3, 4, 300), int8(3, 300, 32, seed=6), torch.ones(1))
     return lambda: ak.quant_matmul(x1, x2, scale, output_dtype=I32)
 
 
@@ -100,16 +105,23 @@ def metered(device):
     return TrafficMeter() if device.type == "cpu" else contextlib.nullcontext()
 
 
-def launch(call, config, split, device):
-    """(output on the host, the meter or None natively) of ``call`` launched with ``split`` K-splits."""
-    with override_config(KERNEL, {**config, "SPLIT_K": split}), kernel_ran(KERNEL), metered(device) as meter:
+@contextlib.contextmanager
+def reductions():
+    """Yields a list that holds, after the block, how many split-K reductions launched inside it."""
+    before = _backend.launches[REDUCE]
+    count = []
+    yield count
+    count.append(_backend.launches[REDUCE] - before)
+
+
+def launch(call, config, split, device, kernel=KERNEL):
+    """(output on the host, the meter or None natively) of ``call`` launched with ``split`` K-splits; a split
+    launch must be followed by one reduction, an unsplit one by none."""
+    with override_config(kernel, {**config, "SPLIT_K": split}), kernel_ran(kernel), metered(device) as meter, \
+            reductions() as reduced:
         out = call()
+    assert reduced == [int(split > 1)], f"{reduced[0]} reductions for SPLIT_K = {split}"
     return out.cpu(), meter
-
-
-def assert_counters_zero():
-    for counters in _split_k._COUNTERS.values():
-        assert not counters.any(), "the reducing items must put their tiles' counters back to 0"
 
 
 @pytest.mark.parametrize("split", [2, 3, 7])
@@ -123,7 +135,6 @@ def test_split_bit_identical_to_unsplit(device, name, split):
     if meter is not None:  # the interpreter
         assert plain.stored == unsplit.numel() * unsplit.element_size(), "unsplit: only the output is written"
         assert meter.stored > plain.stored, "the split launch must write int32 partials"
-    assert_counters_zero()
 
 
 def test_split_matches_reference_int8_requant(device):
@@ -152,7 +163,6 @@ def test_compressed_split_bit_identical(device, split):
     assert torch.equal(out, unsplit)
     if meter is not None:  # the interpreter
         assert meter.stored > out.numel() * 2
-    assert_counters_zero()
 
 
 def test_auto_split_when_tiles_are_fewer_than_cores(device):
@@ -160,12 +170,11 @@ def test_auto_split_when_tiles_are_fewer_than_cores(device):
     launcher splits (the partials it writes: metered on the CPU run)."""
     x1, x2 = int8(2, 1024), int8(1024, 32, seed=20)
     assert _split_k.plan(TILE, 2, 32, 1024, 1, _backend.target_for(device).programs(True))[1] > 1
-    with override_config(KERNEL, TILE), kernel_ran(KERNEL), metered(device) as meter:
+    with override_config(KERNEL, TILE), kernel_ran(KERNEL, REDUCE), metered(device) as meter:
         out = ak.quant_matmul(*on(device, x1, x2, torch.ones(1)), output_dtype=I32).cpu()
     if meter is not None:  # the interpreter
         assert meter.stored > out.numel() * 4
     assert torch.equal(out, x1.int() @ x2.int())
-    assert_counters_zero()
 
 
 @pytest.mark.host  # the schedule's arithmetic: no launch
@@ -176,6 +185,25 @@ def test_schedule():
     assert _split_k.cores_busy(4, 64, 6, 24) == pytest.approx(256 / (24 * 11))  # 4 tiles x (11 x 5 + 9) units
     assert _split_k.choose(48, 64, 24) == 1
     assert _split_k.plan({**TILE, "SPLIT_K": 3}, 1, 32, 640, 1, 132)[1:] == (3, 256)
+    assert _split_k.plan({**TILE, "SPLIT_K": 3}, 1, 32, 7168, 1, 132, group_k=1024)[1:] == (3, 3072), "whole groups"
+
+
+@pytest.mark.host  # the schedule's arithmetic: no launch
+def test_stored_split_applies_only_while_tiles_are_fewer_than_cores():
+    """A store key has no batch: SPLIT_K = 8 stored for a decode shape must not split 64 batches x 16 n-tiles
+    (the issue's case: a 134 MB workspace and 8x the partial traffic), nor any launch whose tiles fill the cores
+    (the chooser decides there); no launch's workspace exceeds MAX_WORKSPACE_BYTES."""
+    wide = {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 8}
+    assert _split_k.plan(wide, 1, 4096, 4096, 64, 24) == (1024, 1, 4096)
+    assert _split_k.plan(wide, 16, 4096, 4096, 64, 24)[1] == 1
+    assert _split_k.plan(wide, 1, 4096, 4096, 1, 24)[1] == 8, "16 tiles on 24 cores: the stored split applies"
+    assert _split_k.plan(wide, 1, 6144, 4096, 1, 24)[1] == 1, "24 tiles on 24 cores: the chooser's 1"
+    # 32 tiles on 24 cores: 67% busy; 2 splits: 64 items of 32 units, 16 cores take 3 -> 2048 / 2304 = 0.89
+    assert _split_k.plan(wide, 1, 8192, 4096, 1, 24)[1] == 3, "the chooser splits where the tiles fill the cores badly"
+    assert _split_k.plan({**wide, "SPLIT_K": 64}, 1, 256, 4096, 1, 24)[1] == _split_k.MAX_SPLIT_K
+    assert _split_k.workspace_slots(8, 4096) == 8 and _split_k.workspace_slots(3, 8192, 256) == 32
+    huge = {"BLOCK_M": 16, "BLOCK_N": 65536, "BLOCK_K": 128, "GROUP_M": 8}  # 1 tile, 64 MiB of 2-way partials
+    assert _split_k.plan({**huge, "SPLIT_K": 2}, 16, 2**19, 256, 1, 24)[1] == 1
 
 
 # (tiles, K units, cores) -> the fewest splits with >= 90% of the cores busy, worked out by hand (busy = all units /
@@ -274,16 +302,121 @@ def test_meter_m1_narrowest_llama_layer_under_target_schedule(monkeypatch, targe
     assert meter.stored > out.numel() * 2, "this shape splits on every target"
     assert meter.total <= 1.10 * minimum_bytes([x1, x2, scale, bias], out), meter.total
     config = pick_config(KERNEL, t, "i8-nd-decode")  # the modelled table's bytes are the kernel's, to the byte
-    assert meter.total == _split_k.gemm_schedule(1, n, k, 1, config, t.programs(True), 1, k * n, 2, 12)["bytes"]
+    assert meter.total == gemm_schedule(launched_variant("i8-nd", 1), 1, n, k, 1, config, t, 1, k * n, 2, 12)["bytes"]
     assert_equal(out, ref.quant_matmul(x1, x2, scale, bias=bias, output_dtype=F16))
 
 
 def test_prefill_never_splits(device):
-    """m > 16 launches a variant without the split path: a SPLIT_K in the config is ignored (the meter shows no
-    partials written: on the CPU run)."""
+    """m > 16 launches a variant without the split path: a SPLIT_K in the config is ignored (no reduction; the
+    meter shows no partials written: on the CPU run)."""
     x1, x2 = int8(17, 1024), int8(1024, 32, seed=24)
     d_x1, d_x2, d_one = on(device, x1, x2, torch.ones(1))
-    out, meter = launch(lambda: ak.quant_matmul(d_x1, d_x2, d_one, output_dtype=I32), TILE, 4, device)
+    with override_config(KERNEL, {**TILE, "SPLIT_K": 4}), kernel_ran(KERNEL), metered(device) as meter, \
+            reductions() as reduced:
+        out = ak.quant_matmul(d_x1, d_x2, d_one, output_dtype=I32).cpu()
+    assert reduced == [0]
     if meter is not None:  # the interpreter
         assert meter.stored == out.numel() * 4
     assert torch.equal(out, x1.int() @ x2.int())
+
+
+def test_batched_decode_that_fills_the_cores_ignores_a_stored_split(device):
+    """The interpreter's 4 'cores' (the device's otherwise): 8 batches of one tile each fill them, so SPLIT_K = 4 in
+    the config is not applied (no reduction); one batch splits."""
+    cores = _backend.target_for(device).programs(True)
+    x1, x2 = int8(2 * cores, 1, 256), int8(256, 32, seed=25)
+    d_x1, d_x2, d_one = on(device, x1, x2, torch.ones(1))
+    with override_config(KERNEL, {**TILE, "SPLIT_K": 4}), kernel_ran(KERNEL), reductions() as reduced:
+        out = ak.quant_matmul(d_x1, d_x2, d_one, output_dtype=I32).cpu()
+    assert reduced == [0]
+    assert torch.equal(out, x1.int() @ x2.int())
+
+
+def _a8w4_call(device, m, k, n, g, seed=30):
+    x1 = int8(m, k, seed=seed)
+    x2 = ref_pack.pack_int4(torch.randint(-8, 8, (k, n), dtype=I32, generator=gen(seed + 1)))
+    scale = ak.trans_quant_param(torch.rand(k // g * n, generator=gen(seed + 2)) * 1e-3 + 1e-5).reshape(k // g, n)
+    offset, pertoken = torch.randn(n, generator=gen(seed + 3)), torch.rand(m, 1, generator=gen(seed + 4)) + 0.5
+    x1, x2, scale, offset, pertoken = on(device, x1, x2, scale, offset, pertoken)
+    return lambda: ak.npu_quant_matmul(x1, x2, scale, offset=offset, pertoken_scale=pertoken, bias=None,
+                                       output_dtype=F16, group_sizes=[0, 0, g])
+
+
+@pytest.mark.parametrize("m, k, n, g, split", [(1, 2048, 64, 256, 2), (3, 2048, 64, 256, 3), (2, 2048, 96, 256, 8),
+                                               (5, 1024, 64, 64, 5), (16, 1024, 32, 128, 8)])
+def test_a8w4_split_bit_identical_to_unsplit(device, m, k, n, g, split):
+    """A8W4 splits at whole k-groups and the reduction scales and adds the groups' int32 sums in group order, as
+    the unsplit kernel does: float outputs equal bit for bit (a reduction that summed per-split float partials
+    would round differently). Mutations caught: a split not at a group boundary, groups added out of order."""
+    call = _a8w4_call(device, m, k, n, g)
+    config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 8}
+    unsplit, plain = launch(call, config, 1, device, A8W4)
+    out, meter = launch(call, config, split, device, A8W4)
+    assert torch.equal(out, unsplit), "split and unsplit A8W4 outputs differ"
+    if meter is not None:  # the interpreter: one int32 slot per k-group
+        assert meter.stored == plain.stored + (k // g) * m * n * 4
+
+
+@pytest.mark.host  # the schedule's arithmetic: no launch
+@pytest.mark.parametrize("target", ["Ascend910B2", "Ascend910B4", "sm_90"])
+def test_a8w4_decode_splits_to_keep_the_cores_busy(target):
+    """torch_npu's A8W4 decode call (m 1, k 8192, n 1024, g 256) on its target's config: >= 90% cores busy
+    (modelled), split at k-groups, and the reduction priced (its bytes in the schedule)."""
+    t = get_target(target)
+    config = pick_config(A8W4, t, "a8w4-decode")
+    sched = gemm_schedule(launched_variant("a8w4", 1), 1, 1024, 8192, 1, config, t, 1, 8192 * 1024 // 2, 2,
+                          8 * 32 + 4, group_k=256)
+    assert sched["split_k"] > 1 and sched["cores_busy"] >= 0.9, sched
+    assert sched["reduce_bytes"] == 32 * 1024 * 4 + 1024 * 2 + (8 * 32 + 4) * 1024
+
+
+@pytest.mark.host  # the shipped verdicts: no launch
+def test_every_decode_config_on_ascend_compiles_split_too():
+    """A split launch takes its decode variant's config: each config of a decode variant's Ascend space (bishengir's
+    verdicts) must also be in its split variant's, or a split launch could take a config that does not compile."""
+    t = get_target("Ascend910B2")
+    for spec in (ak.gemm.GEMM, ak.gemm.GEMM_A8W4):
+        for split in (v for v in spec.variants if v.split):
+            decode = next(v for v in spec.variants if v.operands == split.operands and v.decode and not v.split)
+            plain = [{k: c for k, c in cfg.items() if k != "SPLIT_K"} for cfg in spec.space(t, decode)]
+            missing = [c for c in plain if c not in spec.space(t, split)]
+            assert plain and not missing, (split.label, missing)
+
+
+def test_split_launch_compiles_one_kernel_per_format(monkeypatch, device):
+    """A split launch runs no epilogue, so two calls that differ only in their epilogue (fp16 with an int64 scale
+    and bias; int8 with a float scale and offset) launch the split GEMM with the same constexprs and pointer dtypes
+    (one compile), and their reductions with their own epilogues."""
+    seen = []
+    launch = _backend.launch
+
+    def record(name, kernel, grid, *args, **kwargs):
+        seen.append((name, {k: v.dtype if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
+                            if k.isupper() or k.endswith("_ptr")}))
+        return launch(name, kernel, grid, *args, **kwargs)
+    monkeypatch.setattr(_backend, "launch", record)
+    x1, x2 = int8(2, 512), int8(512, 32, seed=26)
+    d_x1, d_x2, d_s64, d_s32, d_off = on(device, x1, x2, scale64(32), torch.rand(32) * 1e-3, torch.randn(32))
+    with override_config(KERNEL, {**TILE, "SPLIT_K": 2}), kernel_ran(KERNEL, REDUCE):
+        ak.quant_matmul(d_x1, d_x2, d_s64, output_dtype=F16)
+        ak.quant_matmul(d_x1, d_x2, d_s32, offset=d_off)
+    gemms = [kw for name, kw in seen if name == KERNEL]
+    reductions = [kw for name, kw in seen if name == REDUCE]
+    assert len(gemms) == 2 and gemms[0] == gemms[1] and gemms[0]["SPLIT"] is True
+    assert len(reductions) == 2 and reductions[0]["out_ptr"] == F16 and reductions[1]["out_ptr"] == I8
+    assert reductions[1]["REQUANT"] and not reductions[0]["REQUANT"]
+
+
+@pytest.mark.interpreter("launches the jitted kernel directly to reach a constexpr combination no launch makes")
+def test_static_assert_refuses_a_float_accumulator_in_the_int32_kernel():
+    """A8W4's group scales (a float accumulator) can never reach the int32 kernel and its int32 workspace."""
+    from atlas_kernels.gemm.kernel import _qmm_kernel
+    from atlas_kernels.gemm.formats import ScaleMode
+    from atlas_kernels.gemm.specs import GEMM
+    t = torch.zeros(64, dtype=I32)
+    args = {**{p: t for p in ("a_ptr", "b_ptr", "out_ptr", "scale_ptr", "offset_ptr", "pertoken_ptr", "bias_ptr",
+                              "bv_ptr", "bo_ptr", "ws_ptr")},
+            **{n: 1 for n in GEMM.variant("i8-nd").types if not n.endswith("_ptr")},
+            **GEMM.variant("i8-nd").constexprs, "SCALE_MODE": int(ScaleMode.I64_GROUP), **TILE}
+    with pytest.raises(Exception, match="group scales"):
+        _qmm_kernel[(1,)](**args)

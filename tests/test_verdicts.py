@@ -17,10 +17,10 @@ def test_ascend_space_keeps_exactly_the_candidates_that_compiled(monkeypatch):
     spaces ignore verdicts. Mutations caught: keeping failed or unjudged candidates, ignoring the memory class,
     filtering non-Ascend targets, reordering the space."""
     candidates = [{"B": 1}, {"B": 2}, {"B": 3}, {"B": 4}]
-    spec = register_kernel(KernelSpec(name="test_verdicts.toy", fn=object(), variants=[Variant("v", {})],
-                                      space=lambda target, variant: list(candidates),
-                                      default=lambda target, variant: candidates[0]))
-    monkeypatch.delitem(KERNELS, spec.name)  # taken out again after the test
+    spec = KernelSpec(name="test_verdicts.toy", fn=object(), variants=[Variant("v", {})],
+                      space=lambda target, variant: list(candidates), default=lambda target, variant: candidates[0])
+    register_kernel(spec)
+    del KERNELS[spec.name]  # the spec works on its own; other tests iterate over the registry
     a2, v = get_target("Ascend910B2"), spec.variants[0]
     stored = {verdicts.config_key({"B": 1}): {"ok": True, "ub": 1000},
               verdicts.config_key({"B": 2}): {"ok": False, "error": "ub overflow"},
@@ -48,7 +48,10 @@ def test_every_shipped_ascend_space_was_judged_by_bishengir():
             candidates = spec.candidates(t, v)
             assert all(verdicts.config_key(c) in stored for c in candidates), f"{name}[{v.label}]: unjudged candidates"
             space = spec.space(t, v)
-            assert all(0 < stored[verdicts.config_key(c)]["ub"] <= t.ub_bytes for c in space), (name, v.label)
+            # a cube-only compile plans no UB at all (int8 split launches: the cube stores the partials)
+            least = 0 if spec.uses_dot else 1
+            assert all(least <= stored[verdicts.config_key(c)].get("ub", 0) <= t.ub_bytes for c in space), \
+                (name, v.label)
             assert spec.default(t, v) in space, f"{name}[{v.label}]: the Ascend default did not compile"
 
 

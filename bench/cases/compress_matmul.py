@@ -14,7 +14,7 @@ import pathlib
 import torch
 
 import atlas_kernels as ak
-from atlas_kernels.gemm.split_k import gemm_schedule
+from atlas_kernels.gemm.dispatch import gemm_schedule, launched_variant
 from atlas_kernels.autotune import pick_config
 from atlas_kernels.compress_matmul import CHUNK, GEMM
 from atlas_kernels.reference import compress_matmul as ref
@@ -84,11 +84,11 @@ def _schedule(m, n, k, sparsity):
     """The GEMM launch on a target without running it, on the transcoded layout of a weight with that fraction of
     zeros: mask bits, int32 offsets per CHUNK columns, the nonzeros; fp32 scale and int32 bias per column."""
     def schedule(target):
-        config = pick_config(GEMM.name, target, "sparse-decode" if m <= 16 else "sparse")
+        variant = launched_variant("sparse", m)
+        config = pick_config(GEMM.name, target, variant.label)
         chunks = -(-n // CHUNK)
         layout = k * chunks * (CHUNK // 8 + 4) + round((1 - sparsity) * k * n)
-        return {"config": config, **gemm_schedule(m, n, k, 1, config, target.programs(True), 1, layout, 2, 8,
-                                                  splittable=m <= 16)}
+        return {"config": config, **gemm_schedule(variant, m, n, k, 1, config, target, 1, layout, 2, 8)}
     return schedule
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 
 import atlas_kernels as ak
-from atlas_kernels.gemm.split_k import gemm_schedule
+from atlas_kernels.gemm.dispatch import gemm_schedule, launched_variant
 from atlas_kernels.autotune import pick_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref
@@ -68,18 +68,14 @@ def _int_mm_then_dequant(x):
     return ((acc + x["bias"]).float() * s).half()
 
 
-def _label(m, fmt):
-    return ("i8-nd" if fmt == "int8" else "i4-k") + ("-decode" if m <= 16 else "")
-
-
 def _schedule(m, k, n, fmt):
     """The launch on a target without running it: the config pick_config gives, and the split and bytes the
     launcher derives from it (x1 re-read per n-tile; fp16 output; int64 scale and int32 bias per column)."""
     def schedule(target):
-        config = pick_config(qm.GEMM.name, target, _label(m, fmt))
+        variant = launched_variant("i8-nd" if fmt == "int8" else "i4-k", m)
+        config = pick_config(qm.GEMM.name, target, variant.label)
         elem = 1 if fmt == "int8" else 0.5
-        return {"config": config, **gemm_schedule(m, n, k, 1, config, target.programs(True), elem, k * n * elem, 2,
-                                                  12, splittable=m <= 16)}
+        return {"config": config, **gemm_schedule(variant, m, n, k, 1, config, target, elem, k * n * elem, 2, 12)}
     return schedule
 
 
@@ -133,12 +129,12 @@ def _a8w4_setup(m, k, n, g):
 
 def _a8w4_schedule(m, k, n, g):
     """x1 int8 re-read per n-tile, the packed weight (k * n / 2 bytes) once per m-tile; per column the k/g int64
-    scales and the float32 offset; fp16 output. A8W4 is never split along k."""
+    scales and the float32 offset; fp16 output. A decode launch splits at whole k-groups."""
     def schedule(target):
-        label = "a8w4-decode" if m <= 16 else "a8w4"
-        config = pick_config(qm.GEMM_A8W4.name, target, label)
-        return {"config": config, **gemm_schedule(m, n, k, 1, config, target.programs(True), 1, k * n // 2, 2,
-                                                  8 * (k // g) + 4, splittable=False)}
+        variant = launched_variant("a8w4", m)
+        config = pick_config(qm.GEMM_A8W4.name, target, variant.label)
+        return {"config": config, **gemm_schedule(variant, m, n, k, 1, config, target, 1, k * n // 2, 2,
+                                                  8 * (k // g) + 4, group_k=g)}
     return schedule
 
 

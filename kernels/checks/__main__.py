@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     from ..autotune import get_target
     from . import RETRY_NOTE, Job, Result, jobs, run_checks
     from ..autotune.targets import ASCEND_TARGETS
-    from .negative_control import NEGATIVE_CONTROL, UB_FITS_CONTROL, UB_OVERFLOW_CONTROL
+    from .ascend import LOCKED
+    from .negative_control import LOCK_CONTROL, NEGATIVE_CONTROL, UB_FITS_CONTROL, UB_OVERFLOW_CONTROL
 
     if args.check == "ascend":
         if _backend.TRITON_FLAVOUR != "triton-ascend":
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
     if args.check == "ascend":  # the check must be able to fail: on a CUDA-only call and on a UB overflow
         target = get_target(targets[0])
         controls = [Job(s, s.variants[0], target, s.default(target, s.variants[0]), shipped=True)
-                    for s in (NEGATIVE_CONTROL, UB_OVERFLOW_CONTROL, UB_FITS_CONTROL)]
-        cuda_only, overflow, fits = [Result(j, *r) for j, r in zip(controls, run_checks(controls, "ascend", 1))]
+                    for s in (NEGATIVE_CONTROL, UB_OVERFLOW_CONTROL, UB_FITS_CONTROL, LOCK_CONTROL)]
+        cuda_only, overflow, fits, lock = [Result(j, *r) for j, r in zip(controls, run_checks(controls, "ascend", 1))]
         if cuda_only.ok:
             print("SELF-TEST FAILED: the CUDA-only negative control lowered; this check cannot catch CUDA-only calls")
             return 1
@@ -101,8 +102,13 @@ def main(argv=None) -> int:
         if not fits.ok:
             print(f"SELF-TEST FAILED: a 1024-element fp32 add did not compile: {fits.detail}")
             return 1
-        print("self-test: the CUDA-only control fails to lower and the 65536-element add overflows the UB "
-              f"({overflow.detail}), as they must; the 1024-element add compiles (UB {fits.stats.get('ub')} bytes)")
+        if lock.ok or LOCKED not in lock.detail:
+            print("SELF-TEST FAILED: a kernel that reads an atomic's result passed "
+                  f"({lock.detail or 'ok'}); this check cannot catch cross-core locks")
+            return 1
+        print("self-test: the CUDA-only control fails to lower, the 65536-element add overflows the UB "
+              f"({overflow.detail}) and the last-arrival kernel takes {lock.stats.get('locks')} cross-core lock, as "
+              f"they must; the 1024-element add compiles (UB {fits.stats.get('ub')} bytes)")
 
     start = time.time()
     if args.write_verdicts:
@@ -125,8 +131,13 @@ def main(argv=None) -> int:
         rows.append(["ok" if r.ok else "FAIL", "shipped" if r.job.shipped else "sampled", r.job.label, stats, r.detail])
     print_table(rows, ["status", "config", "kernel[variant] target config", "stats", "detail"])
     failed = [r for r in results if not r.ok]
+    locked = ""
+    if args.check == "ascend":
+        compiled = [r for r in results if "locks" in r.stats]
+        locked = (f"; cross-core locks (sync_block_lock): {sum(r.stats['locks'] for r in compiled)} in "
+                  f"{sum(bool(r.stats['locks']) for r in compiled)} of {len(compiled)} compiled jobs")
     print(f"\n{args.check} check: {len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({len(todo)} jobs over {', '.join(targets)}, {elapsed:.1f}s)")
+          f"({len(todo)} jobs over {', '.join(targets)}, {elapsed:.1f}s){locked}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{"kernel": r.job.spec.name, "variant": r.job.variant.label, "target": r.job.target.name,
@@ -138,7 +149,8 @@ def main(argv=None) -> int:
 def format_stats(stats: dict) -> str:
     """One job's stats for the table: planned on-chip bytes against the UB, or the cuda check's counters
     as conservative/launch-like pairs."""
-    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size", "how") and not k.startswith("launch_")}
+    shown = {k: v for k, v in stats.items() if k not in ("linalg", "ub_size", "how") and not k.startswith("launch_")
+             and not (k == "locks" and not v)}
     # cuda: conservative/launch-like pairs
     text = " ".join(f"{k}={v}/{stats['launch_' + k]}" if "launch_" + k in stats else f"{k}={v}"
                     for k, v in shown.items() if k not in ("local", "shared"))
@@ -158,6 +170,8 @@ def _write_verdicts(results: list, elapsed: float) -> int:
         v = {"ok": r.ok, "linalg": r.stats.get("linalg")}
         if "ub" in r.stats or "ub_required" in r.stats:
             v["ub"] = r.stats.get("ub", r.stats.get("ub_required"))
+        if r.stats.get("locks"):
+            v["locks"] = r.stats["locks"]
         if not r.ok:
             v["detail"] = r.detail
         found.setdefault(r.job.spec.name, {}).setdefault(r.job.variant.label, {})[verdicts.config_key(r.job.config)] = v

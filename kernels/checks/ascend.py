@@ -5,8 +5,11 @@
    3.2.0 passes for A2/A3, which is where the UB, L1 and L0 are planned. It stops at CANN's ``hivmc``
    with "External hivmc run fails": that line means every stage before machine code passed.
 
-A job passes only then. Its stats are the on-chip bytes PlanMemory gave each address space, read from
-the final HIVM IR that ``--save-temps`` keeps (``hivm.hir.pointer_cast`` offsets plus buffer sizes).
+A job passes only then, and only if that final HIVM IR (``--save-temps`` keeps it) holds no cross-core lock
+(``sync_block_lock``: bishengir's way of making an atomic whose result is read safe; it serialises the vector
+cores, see docs/ascend_split_k_lock.md) unless the variant says why it needs one (``Variant.needs_lock``). Its
+stats are the on-chip bytes PlanMemory gave each address space (``hivm.hir.pointer_cast`` offsets plus buffer
+sizes) and the lock count.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ _BITS = {"i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "f16": 16, "bf16": 1
 _CONST = re.compile(r"(%[\w.$-]+) = arith\.constant (-?\d+) : i64")
 _CAST = re.compile(r"hivm\.hir\.pointer_cast\(([^)]*)\)[^:\n]*:\s*memref<((?:\d+x)*)([a-z]+\d+)[^\n]*?"
                    r"#hivm\.address_space<(\w+)>")
+_LOCK = "call @sync_block_lock("  # how the final HIVM takes the cross-core lock (its release: sync_block_unlock)
 _OVERFLOW = re.compile(r"(ub|cbuf|l1|cc|l0c)\w* overflow, requires (\d+) bits while (\d+) bits available", re.I)
 
 
@@ -107,11 +111,13 @@ def _store(key: str, verdict: tuple) -> None:
 def compile_linalg(linalg: str, soc: str, timeout: float = 120) -> tuple:
     """(ok, detail, stats) of bishengir-compile on one Linalg module for SoC ``soc``.
 
-    stats: planned bytes per on-chip space (ub, l1, l0c, ...), or {"ub_required": N} on an overflow.
+    stats: planned bytes per on-chip space (ub, l1, l0c, ...) and the cross-core locks taken ("locks"), or
+    {"ub_required": N} on an overflow.
     Verdicts are cached by a hash of the compiler, its options, the target and the Linalg.
     """
     tool = bishengir_compile()
-    key = hashlib.sha256("\0".join([str(os.path.getsize(tool)), *BISHENG_OPTIONS, soc, linalg]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join(["locks", str(os.path.getsize(tool)), *BISHENG_OPTIONS, soc, linalg]).encode()
+                         ).hexdigest()
     hit = _cached(key)
     if hit is not None:
         return hit
@@ -129,7 +135,8 @@ def compile_linalg(linalg: str, soc: str, timeout: float = 120) -> tuple:
         hivm_path = os.path.join(tmp, "temps", "module.hivm.opt.mlir")
         if REACHED_HIVMC in out and os.path.exists(hivm_path):
             with open(hivm_path) as f:
-                verdict = (True, "", planned_bytes(f.read()))
+                hivm = f.read()
+            verdict = (True, "", {**planned_bytes(hivm), "locks": hivm.count(_LOCK)})
         else:
             over = _OVERFLOW.search(out)
             if over:
@@ -178,6 +185,7 @@ def _first_error(e: Exception) -> str:
 
 
 VERDICT_REUSED = "verdict reused"
+LOCKED = "cross-core lock(s) (sync_block_lock) in the final HIVM"
 
 
 def run(job: Job, quick: bool = False) -> Result:
@@ -202,6 +210,9 @@ def run(job: Job, quick: bool = False) -> Result:
     stats = {**stats, "ub_size": job.target.ub_bytes, "linalg": digest, "how": "compiled (bishengir)"}
     if ok and stats.get("ub", 0) > job.target.ub_bytes:  # PlanMemory never does this; say so if it ever does
         return Result(job, False, f"planned UB {stats['ub']} bytes exceeds the target's {job.target.ub_bytes}", stats)
+    if ok and stats.get("locks") and not getattr(job.variant, "needs_lock", ""):
+        return Result(job, False, f"{stats['locks']} {LOCKED}: bishengir serialises the vector cores around an "
+                                  f"atomic whose result is read (docs/ascend_split_k_lock.md)", stats)
     stored = verdicts.verdict(job.spec.name, job.variant.label, job.config, job.target) if CHECK_STALE else None
     if stored is not None and stored.get("linalg") != stats["linalg"]:
         return Result(job, False, f"{STALE}: the stored verdict ({'compiles' if stored.get('ok') else 'fails'}) was "

@@ -1,5 +1,5 @@
-"""ascend-run's cases for the GEMM kernels (quant_matmul.gemm, quant_matmul.gemm_a8w4): quant_matmul's and
-matmul_compress_dequant's launches."""
+"""ascend-run's cases for the GEMM kernels (quant_matmul.gemm, quant_matmul.gemm_a8w4, quant_matmul.gemm_reduce):
+quant_matmul's and matmul_compress_dequant's launches."""
 from __future__ import annotations
 
 from .cases import torch_dtype
@@ -7,9 +7,11 @@ from .cases import torch_dtype
 
 def case(kernel_name: str, label: str):
     """(call, expected) for one GEMM variant: its operand formats, dtypes and epilogue, read off the variant,
-    through the public op on a ragged shape (m, k, n) = (37, 304, 200), or (5, 1024, 200) for decode variants,
-    whose K is split over the cores; A8W4 with k = 512 (two 256-row groups). Integer outputs compare byte for
-    byte, float ones by the interpreter tests' tolerances."""
+    through the public op on a ragged shape (m, k, n) = (37, 304, 200), or (5, 1024, 200) for decode variants;
+    A8W4 with k = 512 (two 256-row groups). A decode variant's launch is kept unsplit (SPLIT_K = 1); its split
+    variant's launch splits K (one output tile for 24 or more cores). The reduction's variants (labelled like the
+    GEMM variant whose epilogue they run) are run by that variant's split launch at the decode shape. Integer
+    outputs compare byte for byte, float ones by the interpreter tests' tolerances."""
     import torch
     from .. import compress_matmul as cm
     from ..autotune import KERNELS
@@ -19,10 +21,29 @@ def case(kernel_name: str, label: str):
     from ..reference import compress_matmul as cref
     from ..reference import quant_matmul as ref
     from ..reference.int4_pack import convert_weight_to_int4pack, nd_to_nz  # inputs: no other kernel's launch
-    v = KERNELS[kernel_name].variant(label)
+    from ..autotune.select import forced_config, override_config
+    reduction = kernel_name == "quant_matmul.gemm_reduce"
+    if reduction:  # the GEMM variant whose epilogue this reduction runs
+        v = next(s.variant(label) for s in (KERNELS["quant_matmul.gemm"], KERNELS["quant_matmul.gemm_a8w4"])
+                 if label in {x.label for x in s.variants})
+    else:
+        v = KERNELS[kernel_name].variant(label)
+    if v.split:  # a split launch runs no epilogue: the case is its decode variant's call
+        v = next(x for x in KERNELS[kernel_name].variants if x.operands == v.operands and x.decode and not x.split)
+        unsplit = False
+    else:
+        unsplit = v.decode and not reduction
     c, ty = v.constexprs, v.types
     group_k = c.get("GROUP_K", 0)
-    m, k, n = 5 if v.decode else 37, 1024 if v.decode else 304, 200
+    decode = v.decode or reduction
+
+    def run(fn):
+        """fn(), unsplit for a decode variant's case."""
+        if not unsplit:
+            return fn()
+        with override_config(kernel_name, {**forced_config(kernel_name), "SPLIT_K": 1}):
+            return fn()
+    m, k, n = 5 if decode else 37, 1024 if decode else 304, 200
     k = 2 * group_k if group_k else k
     g = torch.Generator().manual_seed(0)
 
@@ -43,9 +64,9 @@ def case(kernel_name: str, label: str):
         x2, index, info = compress_weight(w)
         if out == torch.int32:
             cw = cm.prepare_compressed_weight(x2, index, info)
-            return lambda: cm._gemm(x1, cw, bias, None), [("out", cref.int_matmul(x1, w) + bias, "bytes")]
+            return lambda: run(lambda: cm._gemm(x1, cw, bias, None)), [("out", cref.int_matmul(x1, w) + bias, "bytes")]
         deq = scales(n).view(torch.int32).to(torch.int64).reshape(1, n)
-        return (lambda: cm.matmul_compress_dequant(x1, x2, index, bias, deq, compress_info=info),
+        return (lambda: run(lambda: cm.matmul_compress_dequant(x1, x2, index, bias, deq, compress_info=info)),
                 [("out", cref.matmul_compress_dequant(x1, x2, index, bias, deq, info), "close")])
     x1 = (convert_weight_to_int4pack(ints(-8, 8, m, k)) if v.a_format == AFormat.INT4
           else ints(-128, 128, m, k).to(torch.int8))
@@ -77,4 +98,4 @@ def case(kernel_name: str, label: str):
     if group_k:
         kw["group_sizes"] = [0, 0, group_k]
     rule = "close" if expected.is_floating_point() else "bytes"
-    return lambda: quant_matmul(x1, x2, scale, **kw), [("out", expected, rule)]
+    return lambda: run(lambda: quant_matmul(x1, x2, scale, **kw)), [("out", expected, rule)]

@@ -3,6 +3,8 @@
 - ``cuda_only``: calls a CUDA-only libdevice function; the TTIR -> Linalg adapter rejects it.
 - ``ub_overflow``: a plain vector add whose 65536-element fp32 tiles (256 KiB each) cannot fit the 192 KiB UB;
   only bishengir's memory planning rejects it.
+- ``cross_core_lock``: a cube kernel that reads the result of an atomic (the last program to arrive stores); bishengir
+  makes that safe with a cross-core lock (``sync_block_lock``) around the vector loop, which the check refuses.
 - ``spill`` (CUDA): one warp holding an 8192-element fp32 tile across a reduction needs 256 registers per
   thread, over the 255 a thread can have, so ptxas spills; it compiles in seconds.
 """
@@ -33,6 +35,15 @@ def vector_add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=mask) + tl.load(y_ptr + offs, mask=mask), mask=mask)
 
 
+@triton.jit
+def last_arrival_kernel(a_ptr, b_ptr, out_ptr, cnt_ptr, BLOCK: tl.constexpr):
+    r = tl.arange(0, BLOCK)
+    tile = r[:, None] * BLOCK + r[None, :]
+    acc = tl.dot(tl.load(a_ptr + tile), tl.load(b_ptr + tile))
+    if tl.atomic_add(cnt_ptr, 1) == tl.num_programs(0) - 1:
+        tl.store(out_ptr + tile, acc)
+
+
 NEGATIVE_CONTROL = KernelSpec(
     name="negative_control.cuda_only", fn=cuda_only_kernel,
     variants=[Variant("fp32", {"x_ptr": "*fp32", "y_ptr": "*fp32", "n": "i32"})],
@@ -51,3 +62,8 @@ SPILL_CONTROL = KernelSpec(
     name="negative_control.spill", fn=scale_by_max_kernel,
     variants=[Variant("fp32", {"x_ptr": "*fp32", "out_ptr": "*fp32"})],
     space=lambda t, v: [{"BLOCK": 8192, "num_warps": 1}], default=lambda t, v: {"BLOCK": 8192, "num_warps": 1})
+
+LOCK_CONTROL = KernelSpec(
+    name="negative_control.cross_core_lock", fn=last_arrival_kernel,
+    variants=[Variant("i8", {"a_ptr": "*i8", "b_ptr": "*i8", "out_ptr": "*i32", "cnt_ptr": "*i32"})],
+    space=lambda t, v: [{"BLOCK": 32}], default=lambda t, v: {"BLOCK": 32}, uses_dot=True)

@@ -2,7 +2,9 @@
 
 Both ops (quant_matmul, matmul_compress_dequant) call ``launch``; it picks the kernel (the A8W4 kernel for a
 grouped plan), the variant whose config applies (``variants.launch_variants``: by operands and decode), the
-config, the split-K schedule and the persistent grid, and passes each kernel the arguments it takes. No host sync.
+config, the split-K schedule and the persistent grid, and passes each kernel the arguments it takes; a launch that
+splits K is followed by the reduction (``kernel_reduce``). No host sync. ``gemm_schedule`` says what a launch
+would do on a target without running it (the modelled benchmark table).
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from ..autotune.select import pick_config
 from . import split_k
 from .formats import SPARSE_CHUNK, BFormat
 from .plan import GemmPlan, operands
-from .specs import GEMM, GEMM_A8W4
-from .variants import GemmVariant, launch_variants
+from .specs import GEMM, GEMM_A8W4, GEMM_REDUCE
+from .formats import ScaleMode
+from .variants import SPLIT_EPILOGUE, SPLIT_POINTERS, GemmVariant, launch_variants, reduce_variant_for
 
 
+_GROUPED = {"SCALE_MODE": int(ScaleMode.I64_GROUP), "BIAS_MODE": 0, "REQUANT": False}  # A8W4's epilogue modes
 # (operands, decode) -> the variant whose config a launch takes, per kernel
 _LAUNCHED = {spec.name: launch_variants(spec.variants) for spec in (GEMM, GEMM_A8W4)}
 
@@ -29,12 +33,16 @@ def _spec(plan: GemmPlan):
     return GEMM_A8W4 if plan.group_k else GEMM
 
 
+def launched_variant(operands: str, m: int) -> GemmVariant:
+    """The registry variant whose config a launch of ``operands`` (GemmVariant.operands) with m rows takes: the
+    decode variant for m <= 16 where one exists (sparse-int32 has none)."""
+    table = _LAUNCHED[GEMM_A8W4.name if operands == "a8w4" else GEMM.name]
+    return table.get((operands, m <= 16)) or table[operands, False]
+
+
 def config_variant(plan: GemmPlan, b_k_unit: bool) -> GemmVariant:
-    """The registry variant whose config a call uses: its operands, the decode variant for m <= 16 where one
-    exists (sparse-int32 has none)."""
-    table = _LAUNCHED[_spec(plan).name]
-    ops = operands(plan.modes, b_k_unit)
-    return table.get((ops, plan.m <= 16)) or table[ops, False]
+    """The registry variant whose config a call uses (``launched_variant`` of its operands)."""
+    return launched_variant(operands(plan.modes, b_k_unit), plan.m)
 
 
 def check_32bit(op: str, name: str, t: torch.Tensor, dims: int = 2):
@@ -95,23 +103,98 @@ def launch(op: str, plan: GemmPlan, x1: torch.Tensor, x2: torch.Tensor, scale: O
         raise ValueError(f"{op}: config BLOCK_N = {meta['BLOCK_N']} is not a multiple of {SPARSE_CHUNK.value}")
     if plan.group_k:  # a K step never straddles two k-groups (BLOCK_K: a power of two >= 64; g: a multiple of 64)
         meta["BLOCK_K"] = math.gcd(meta["BLOCK_K"], plan.group_k)
-    splittable = bool(variant.constexprs.get("SPLITTABLE", False))
     n_batch = math.prod(batch)
-    meta, n_items, split_args = split_k.launch_args(device, meta, m, n, k, n_batch, target.programs(True), splittable)
+    _, n_splits, k_per_split = split_k.plan(meta, m, n, k, n_batch, target.programs(True), variant.decode,
+                                            plan.group_k)
+    meta.pop("SPLIT_K", None)
+    split = n_splits > 1
+    ws = out
+    if split:
+        slots = split_k.workspace_slots(n_splits, k, plan.group_k)
+        if slots * n_batch * m * n >= 2**31:
+            raise ValueError(f"{op}: the split-K workspace would hold {slots * n_batch * m * n} int32 (>= 2**31)")
+        ws = torch.empty(slots * n_batch * m * n, dtype=torch.int32, device=device)
+    n_items = n_batch * -(-m // meta["BLOCK_M"]) * -(-n // meta["BLOCK_N"]) * n_splits
     sizes = [1] * (4 - len(batch)) + list(batch)
     args = {"a_ptr": x1, "b_ptr": x2, "out_ptr": out, "scale_ptr": out,
             "offset_ptr": out if offset is None else _per_column(offset, n),
             "pertoken_ptr": out if pertoken_scale is None else pertoken_scale.contiguous(),
             "bias_ptr": out if bias is None else bias, "bv_ptr": x2 if values is None else values,
-            "bo_ptr": x2 if row_offsets is None else row_offsets,
+            "bo_ptr": x2 if row_offsets is None else row_offsets, "ws_ptr": ws,
             "M": m, "N": n, "K": k, "n_batch": n_batch, "D1": sizes[1], "D2": sizes[2], "D3": sizes[3],
             **dict(zip(("sa0", "sa1", "sa2", "sa3"), _batch_strides(x1, batch))), "sam": x1.stride(-2),
             "sak": x1.stride(-1), **dict(zip(("sb0", "sb1", "sb2", "sb3"), sb)), "sbk": sbk, "sbn": sbn,
-            "s_bias": s_bias, "nz_k1": nz_k1, **plan.modes.constexprs(), **units, **split_args,
-            "SPLITTABLE": splittable, "GROUP_K": plan.group_k, **meta}
+            "s_bias": s_bias, "nz_k1": nz_k1, "n_splits": n_splits, "k_per_split": k_per_split,
+            **plan.modes.constexprs(), **units, "SPLIT": split, "GROUP_K": plan.group_k, **meta}
     if scale is not None:
         args["scale_ptr"] = scale.contiguous() if plan.group_k else _per_column(scale, n)
-    taken = set(spec.fn.arg_names)
+    gemm_args = {**args, **SPLIT_EPILOGUE, **{p: ws for p in SPLIT_POINTERS}} if split else args
     _backend.launch(spec.name, spec.fn, _backend.persistent_grid(n_items, target, uses_dot=True),
-                    **{name: v for name, v in args.items() if name in taken}, **opts)
+                    **_taken(spec, gemm_args), **opts)
+    if split:
+        _reduce(target, args, slots)
     return out
+
+
+def _taken(spec, args: dict) -> dict:
+    """The entries of ``args`` that ``spec``'s kernel takes."""
+    taken = set(spec.fn.arg_names)
+    return {name: v for name, v in args.items() if name in taken}
+
+
+def reduce_config(constexprs: dict, target, m: int, k: int, n: int, n_batch: int) -> tuple[dict, int]:
+    """(config, tiles) of the reduction after a split launch with these epilogue constexprs: the config of its
+    reduction variant (``variants.reduce_variant_for``), BLOCK_N halved (down to 32) while its tiles are fewer
+    than the target's vector cores (decode has few rows: a wide tile would leave most of them idle)."""
+    label = reduce_variant_for(constexprs).label
+    config = dict(pick_config(GEMM_REDUCE.name, target, label, m=m, k=k, n=n))
+
+    def tiles(bn):
+        return n_batch * -(-m // config["BLOCK_M"]) * -(-n // bn)
+    while config["BLOCK_N"] > 32 and tiles(config["BLOCK_N"]) < target.programs(False):
+        config["BLOCK_N"] //= 2
+    return config, tiles(config["BLOCK_N"])
+
+
+def _reduce(target, args: dict, slots: int) -> None:
+    """The split launch's second half: sum the workspace's ``slots`` and run the epilogue (``kernel_reduce``) with
+    the launch's modes (A8W4's: SCALE_MODE I64_GROUP)."""
+    config, n_tiles = reduce_config(args, target, args["M"], args["K"], args["N"], args["n_batch"])
+    meta, opts = split_config(config)
+    _backend.launch(GEMM_REDUCE.name, GEMM_REDUCE.fn, _backend.persistent_grid(n_tiles, target, uses_dot=False),
+                    **_taken(GEMM_REDUCE, {**args, **meta, "n_slots": slots}), **opts)
+
+
+def gemm_schedule(variant: GemmVariant, m: int, n: int, k: int, n_batch: int, config: dict, target, x1_bytes: float,
+                  x2_bytes: float, out_bytes: int, column_bytes: int = 0, group_k: int = 0) -> dict:
+    """What a launch of ``variant`` (``launched_variant``) with ``config`` does on ``target``, without running it:
+    output tiles, split count, modelled cores busy and bytes moved.
+
+    x1_bytes: bytes per x1 element (0.5 for packed int4); x2_bytes: bytes of one batch's whole weight, in
+    whatever layout the kernel reads; out_bytes: bytes per output element; column_bytes: epilogue bytes read per
+    output column and m-tile (scale, bias, ...). x1 rows are re-read once per n-tile and x2 once per m-tile
+    (the kernel's tiling). group_k: A8W4's k-group. A decode variant's launch may split: that adds the reduction
+    launch, ``reduce_bytes`` (its int32 slots read, the epilogue's columns, the output) on ``reduce_cores_busy``
+    of the vector cores; ``bytes`` counts both launches. ``unsplit_bytes`` and ``unsplit_cores_busy``: the same
+    launch without a split, for comparison.
+    """
+    cores = target.programs(True)
+    unit = group_k or split_k.K_UNIT
+    tiles, n_splits, _ = split_k.plan(config, m, n, k, n_batch, cores, variant.decode, group_k)
+    tiles_m, tiles_n = -(-m // config["BLOCK_M"]), -(-n // config["BLOCK_N"])
+    epilogue = n_batch * m * n * out_bytes + tiles_m * n * column_bytes
+    moved = n_batch * (m * k * x1_bytes * tiles_n + x2_bytes * tiles_m) + epilogue
+    units = max(1, -(-k // unit))
+    sched = {"tiles": tiles, "split_k": n_splits, "cores": cores,
+             "cores_busy": split_k.cores_busy(tiles, units, n_splits, cores),
+             "reduce_bytes": 0, "reduce_cores_busy": 0.0,
+             "unsplit_bytes": int(moved), "unsplit_cores_busy": split_k.cores_busy(tiles, units, 1, cores)}
+    if n_splits > 1:
+        partials = split_k.workspace_slots(n_splits, k, group_k) * 4 * n_batch * m * n
+        _, r_tiles = reduce_config({**variant.constexprs, **(_GROUPED if group_k else {})}, target, m, k, n, n_batch)
+        vector = target.programs(False)
+        moved += 2 * partials
+        sched.update(reduce_bytes=int(partials + epilogue),
+                     reduce_cores_busy=r_tiles / (vector * -(-r_tiles // vector)))
+    sched["bytes"] = int(moved)
+    return sched

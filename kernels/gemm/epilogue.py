@@ -85,6 +85,13 @@ def _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, offset_ptr, per
 
 
 @triton.jit
+def _add_group(facc, group_sum, scale):
+    """A8W4: add one k-group's exact int32 sum (BLOCK_M, BLOCK_N), scaled by its (BLOCK_N,) float32 scale row, to
+    the float32 accumulator; the unsplit kernel and the split reduction share it, so they round alike."""
+    return facc + group_sum.to(tl.float32) * scale[None, :]
+
+
+@triton.jit
 def _epilogue_grouped(acc, rm, rn, M, N, out_base, offset_ptr, pertoken_ptr, OFFSET_MODE: tl.constexpr,
                       HAS_PERTOKEN: tl.constexpr):
     """A8W4's epilogue: acc is already the float32 sum of the scaled k-group partials; add the offset, multiply

@@ -3,7 +3,8 @@
 One persistent, block-tiled kernel: every program loops over work items (batch, m-tile, n-tile, K split); per item,
 int8 tiles (``loaders``) go through tl.dot into an int32 accumulator, and ``epilogue._epilogue`` applies the whole
 dequant/requant; only the output is written to memory. Operand formats and epilogue modes are constexpr branches
-(``formats``). Decode launches (m <= 16, the SPLITTABLE variants) may split K over the cores (``split_k``).
+(``formats``). A split launch (SPLIT, decode shapes with fewer tiles than cores, ``split_k``) stores int32 partials
+instead and ``kernel_reduce`` sums them and runs the epilogue.
 """
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ import triton
 import triton.language as tl
 
 from .epilogue import _epilogue
-from .formats import A_INT4, B_INT4_K
+from .formats import A_INT4, B_INT4_K, B_INT4_N, OFFSET_FROM_SCALE, SCALE_I64, SCALE_I64_GROUP, SCALE_NONE
 from .loaders import _load_a_tile, _load_b_tile, _load_int4_n_rows, _nibble
 
 
 @triton.jit
-def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias_ptr, bv_ptr, bo_ptr, ws_ptr, cnt_ptr,
+def _store_partial(ws_ptr, acc, slot, b, rm, rn, M, N, n_batch):
+    """Store an int32 (BLOCK_M, BLOCK_N) partial into workspace slot ``slot`` of batch ``b``: the workspace is
+    (slots, n_batch, M, N) int32, the layout ``kernel_reduce`` reads (under 2**31 elements: the launcher checks)."""
+    base = ws_ptr + (slot * n_batch + b) * M * N
+    tl.store(base + rm[:, None] * N + rn[None, :], acc, mask=(rm < M)[:, None] & (rn < N)[None, :])
+
+
+@triton.jit
+def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias_ptr, bv_ptr, bo_ptr, ws_ptr,
                 M, N, K, n_batch, D1, D2, D3,
                 sa0, sa1, sa2, sa3, sam, sak, sb0, sb1, sb2, sb3, sbk, sbn,
                 s_bias, nz_k1, n_splits, k_per_split,
@@ -24,17 +33,22 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 OFFSET_MODE: tl.constexpr, HAS_PERTOKEN: tl.constexpr, BIAS_MODE: tl.constexpr,
                 REQUANT: tl.constexpr, A_K_UNIT: tl.constexpr, B_K_UNIT: tl.constexpr, B_N_UNIT: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                GROUP_M: tl.constexpr, SPLITTABLE: tl.constexpr = False):
+                GROUP_M: tl.constexpr, SPLIT: tl.constexpr = False):
     """out[b] (M, N) = epilogue(x1[b] @ x2[b]) for the flattened broadcast batch b < n_batch = D0*D1*D2*D3.
 
     Batch strides sa*/sb* are 0 along broadcast dims; s_bias is bias's stride per flattened batch (0 for 1-D bias).
     Offsets inside one matrix are 32-bit (the launcher checks); batch offsets are 64-bit.
     *_UNIT: that stride is 1, made a compile-time constant so loads vectorize along it.
-    Split-K (SPLITTABLE, the decode variants; n_splits > 1, see split_k.py): item = tile * n_splits + split covers
-    K rows [split * k_per_split, .. + k_per_split); it stores its int32 partial in ws_ptr (n_splits (BLOCK_M,
-    BLOCK_N) slots per tile) and counts its arrival in cnt_ptr[tile]; the last to arrive sums the slots in split
-    order, runs the epilogue once and puts the counter back to 0.
+    SPLIT (see split_k.py): item = tile * n_splits + split covers K rows [split * k_per_split, .. + k_per_split)
+    and stores its int32 partial in workspace slot ``split`` (ws_ptr, (n_splits, n_batch, M, N)); no epilogue
+    here. Without SPLIT, n_splits, k_per_split and ws_ptr are not read.
     """
+    tl.static_assert(SCALE_MODE != SCALE_I64_GROUP, "group scales are the A8W4 kernel's (float accumulator)")
+    tl.static_assert(A_FORMAT != A_INT4 or (B_FORMAT == B_INT4_N or B_FORMAT == B_INT4_K),
+                     "packed int4 x1 pairs only with a packed int4 x2")
+    tl.static_assert(not REQUANT or SCALE_MODE != SCALE_NONE, "an int8 output needs a scale")
+    tl.static_assert(OFFSET_MODE != OFFSET_FROM_SCALE or SCALE_MODE == SCALE_I64,
+                     "the offset comes from an int64 quant param")
     if A_K_UNIT:
         sak = 1
     if B_K_UNIT:
@@ -46,11 +60,19 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
     tiles_n = tl.cdiv(N, BLOCK_N)
     per_batch = tiles_m * tiles_n
     per_group = GROUP_M * tiles_n
-    for item in range(pid, n_batch * per_batch * n_splits, tl.num_programs(0)):
-        tile = item // n_splits
-        split = item % n_splits
-        k_lo = split * k_per_split
-        k_hi = tl.minimum(K, k_lo + k_per_split)  # the loads mask at k_hi as they do at K
+    n_items = n_batch * per_batch
+    if SPLIT:
+        n_items = n_items * n_splits
+    for item in range(pid, n_items, tl.num_programs(0)):
+        if SPLIT:
+            tile = item // n_splits
+            split = item % n_splits
+            k_lo = split * k_per_split
+            k_hi = tl.minimum(K, k_lo + k_per_split)  # the loads mask at k_hi as they do at K
+        else:
+            tile = item
+            k_lo = 0
+            k_hi = K
         b = tile // per_batch
         t = tile % per_batch
         first_m = (t // per_group) * GROUP_M
@@ -89,26 +111,8 @@ def _qmm_kernel(a_ptr, b_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, bias
                 bt = _load_b_tile(b_base, bv_ptr, bo_ptr, k0, n0, k_hi, N, sbk, sbn, nz_k1, B_FORMAT, B_K_UNIT,
                                   BLOCK_K, BLOCK_N)
                 acc = tl.dot(a, bt, acc)
-        out_base = out_ptr + b.to(tl.int64) * M * N
-        bias_base = bias_ptr + b.to(tl.int64) * s_bias
-        if not SPLITTABLE:
-            _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, offset_ptr, pertoken_ptr,
-                      SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
-        elif n_splits == 1:
-            _epilogue(acc, rm, rn, M, N, out_base, bias_base, scale_ptr, offset_ptr, pertoken_ptr,
-                      SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
+        if SPLIT:
+            _store_partial(ws_ptr, acc, split, b, rm, rn, M, N, n_batch)
         else:
-            # the sum comes back from the workspace, own partial included: bishengir cannot add UB tiles to the
-            # cube's accumulator (hivm.hir.load from L0C)
-            slots = tl.multiple_of(ws_ptr + tile.to(tl.int64) * n_splits * (BLOCK_M * BLOCK_N), 16)  # a fresh tensor
-            in_slot = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-            valid = (rm < M)[:, None] & (rn < N)[None, :]
-            tl.store(slots + split * (BLOCK_M * BLOCK_N) + in_slot, acc, mask=valid)
-            tl.debug_barrier()  # all of this program's partial is stored before its arrival counts (release)
-            if tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel") == n_splits - 1:
-                total = tl.load(slots + in_slot, mask=valid, other=0)
-                for s in range(1, n_splits):
-                    total += tl.load(slots + s * (BLOCK_M * BLOCK_N) + in_slot, mask=valid, other=0)
-                tl.atomic_xchg(cnt_ptr + tile, 0)
-                _epilogue(total, rm, rn, M, N, out_base, bias_base, scale_ptr, offset_ptr, pertoken_ptr,
-                          SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)
+            _epilogue(acc, rm, rn, M, N, out_ptr + b.to(tl.int64) * M * N, bias_ptr + b.to(tl.int64) * s_bias,
+                      scale_ptr, offset_ptr, pertoken_ptr, SCALE_MODE, OFFSET_MODE, HAS_PERTOKEN, BIAS_MODE, REQUANT)

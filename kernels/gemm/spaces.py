@@ -107,7 +107,7 @@ def _space(target: Target, variant: GemmVariant) -> list:
                 else:
                     configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8})
     default = _default(target, variant)
-    if variant.decode and not _is_a8w4(variant) and default in configs:
+    if variant.decode and not variant.split and default in configs:
         # the tuner may also fix the default tile's split (SPLIT_K absent: the launcher chooses it per shape)
         configs += [{**default, "SPLIT_K": s} for s in SPLIT_K_CHOICES]
     return configs
@@ -145,6 +145,8 @@ def _default(target: Target, variant: GemmVariant) -> dict:
         return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}
     # CUDA: chosen from the cuda check (no spills; wgmma on sm_90 where Triton can use it).
     if _is_a8w4(variant) and target.name == "sm_90":  # int32 group sum + float32 accumulator: 64x128 spills
+        if decode:  # all rows of a decode launch in one tile (mma.sync: wgmma needs 64 rows); 4 warps spill split
+            return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
     if variant.a_format == AFormat.INT4:  # 4 warps spill 8 bytes on sm_90 (i4-k)
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 8, "num_warps": 8, "num_stages": 2}
@@ -152,3 +154,17 @@ def _default(target: Target, variant: GemmVariant) -> dict:
         return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
     return {"BLOCK_M": 16 if decode else 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
             "num_stages": 3}
+
+
+def _reduce_space(target: Target, variant: GemmVariant) -> list:
+    """The split-K reduction's tiles: 16 rows (it serves m <= 16), a BLOCK_N of int32 slots per load (the launch
+    narrows it, down to 32, while its tiles are fewer than the vector cores: ``dispatch.reduce_config``)."""
+    warps = ({"num_warps": 4},) if target.backend == "cuda" else ({},)
+    return [{"BLOCK_M": 16, "BLOCK_N": bn, **w} for bn in (32, 64, 128, 256) for w in warps]
+
+
+def _reduce_default(target: Target, variant: GemmVariant) -> dict:
+    """On Ascend 16 x 128: a 16-row tile costs the UB like 64 rows (8 padded rows per vector core, see
+    ``_ascend_ub``), and an int8 output's epilogue 11 bytes per element of those."""
+    return {"BLOCK_M": 16, "BLOCK_N": 128 if target.is_ascend else 256,
+            **({"num_warps": 4} if target.backend == "cuda" else {})}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..autotune.registry import Tuning, pow2_bucket
-from ..autotune.candidates import Work
+from ..autotune.candidates import Work, tiled_work
 from ..autotune.targets import Target
 from .formats import AFormat, BFormat
 from .variants import GemmVariant
@@ -73,3 +73,24 @@ def tuning(make_call: Callable) -> Tuning:
     """The GEMM's Tuning with ``make_call(shape, variant, device)`` (registry.Tuning) launching the variant's
     operands through its op."""
     return Tuning(("m", "k", "n"), _gemm_bucket, make_call, SHAPES, work=_gemm_work, covers=_gemm_covers)
+
+
+# the reduction runs after split launches only: decode shapes whose tiles are fewer than the cores
+REDUCE_SHAPES = ({"m": 1, "k": 4096, "n": 1024}, {"m": 16, "k": 4096, "n": 4096})
+
+
+def _reduce_covers(variant: GemmVariant, shape: dict) -> bool:
+    return variant.launched and shape["m"] <= 16
+
+
+def _reduce_work(target: Target, variant: GemmVariant, shape: dict, config: dict) -> Work:
+    """The reduction's modelled work: (BLOCK_M, BLOCK_N) tiles of the output, each reading its int32 slots (a split
+    of 4, or A8W4's k-groups) and writing the output."""
+    slots = shape["k"] // A8W4_GROUP if variant.grouped else 4
+    return tiled_work(config, {"BLOCK_M": shape["m"], "BLOCK_N": shape["n"]}, 4 * slots + 2)
+
+
+def reduce_tuning(make_call: Callable) -> Tuning:
+    """The split-K reduction's Tuning: ``make_call`` as the GEMM's (it reads the variant's operands), on shapes
+    that split."""
+    return Tuning(("m", "k", "n"), _gemm_bucket, make_call, REDUCE_SHAPES, work=_reduce_work, covers=_reduce_covers)

@@ -65,6 +65,8 @@ def rewrite(module: str, pool_limits: dict) -> tuple:
             lines.append(f"{indent}{res} = arith.addi %atlas_{INDEX_OPS[op]}, %atlas_zero : i64")
         elif op == "hivm.hir.pointer_cast":
             lines.extend(_view(m, line, consts, pools, pool_limits))
+        elif op in EXPANSIONS:  # an op with a result (hivm.hir.bitcast)
+            lines.extend(EXPANSIONS[op](m.group(1), line, len(lines)))
         elif _bare_op(line) in EXPANSIONS:
             lines.extend(EXPANSIONS[_bare_op(line)](line[:len(line) - len(line.lstrip())], line, len(lines)))
         else:

@@ -310,6 +310,26 @@ def _copy(indent: str, line: str, uid: int) -> list:
     return [f"{indent}memref.copy {src}, {dst} : {src_ty} to {dst_ty}"]
 
 
+def _bitcast(indent: str, line: str, uid: int) -> list:
+    """``%r = hivm.hir.bitcast %src : memref<S x A> -> memref<S x B>`` (same shape, same element width): a new
+    buffer holding src's bits as B (arith.bitcast per element). A copy, not a view: right while the kernel only
+    reads the result, as the scale decode that emits it does (a write through it would be lost: the run would
+    then mismatch, not pass)."""
+    m = re.fullmatch(r"(\s*)(%[\w$.-]+) = hivm\.hir\.bitcast (%[\w$.-]+) : (memref<.*>) -> (memref<.*>)", line)
+    if not m:
+        raise Unsupported(f"unexpected bitcast form: {line.strip()}")
+    _, res, src, src_ty, dst_ty = m.groups()
+    sdims, selem, _, _ = parse_memref(src_ty)
+    ddims, delem, _, _ = parse_memref(dst_ty)
+    if sdims != ddims or any(not isinstance(d, int) for d in ddims) or _BITS.get(selem) != _BITS.get(delem):
+        raise Unsupported(f"bitcast form: {line.strip()}")
+    return [f"{indent}{res} = memref.alloc() : {dst_ty}",
+            *_generic(indent, uid, [(src, src_ty)], res, dst_ty, [f"%r = arith.bitcast %a : {selem} to {delem}"],
+                      False, line)]
+
+
+_BITS = {"i8": 8, "i16": 16, "f16": 16, "bf16": 16, "i32": 32, "f32": 32, "i64": 64, "f64": 64}
+EXPANSIONS["hivm.hir.bitcast"] = _bitcast
 EXPANSIONS["hivm.hir.copy"] = _copy
 EXPANSIONS["hivm.hir.varange"] = _varange
 EXPANSIONS.update({name: _elementwise for name in
