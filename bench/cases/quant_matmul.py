@@ -3,7 +3,8 @@ decode layers of real models (DECODE_LAYERS, m = 1, 4, 16; the full set and the 
 
 Per case: the meter's bytes vs the minimum (CPU); the modelled time on each A2/A3 target from its peak int8
 rate, bandwidth and our shipped config (labelled modelled by the harness); on a GPU the median time against
-torch._int_mm followed by the dequant in torch (the harness adds torch.compile of the reference), with TOPS.
+torch._int_mm followed by the dequant in torch (the harness adds torch.compile of the reference), with TOPS,
+and for decode (m <= 16) against the same launch unsplit (``unsplit_ms``: what split-K's two launches gain).
 """
 import importlib
 import math
@@ -12,7 +13,8 @@ import torch
 
 import atlas_kernels as ak
 from atlas_kernels.gemm.dispatch import gemm_schedule, launched_variant
-from atlas_kernels.autotune import pick_config
+from atlas_kernels import _backend
+from atlas_kernels.autotune import override_config, pick_config
 from atlas_kernels.reference import int4_pack as ref_pack
 from atlas_kernels.reference import quant_matmul as ref
 from atlas_kernels.testing.meter import minimum_bytes
@@ -93,17 +95,34 @@ def _modelled(m, k, n, fmt):
     return model
 
 
+def _unsplit(run, operands, m, k, n):
+    """{"unsplit": run with SPLIT_K = 1 on the launch's own config} for a decode shape, else {}: timed on a device
+    next to the (possibly split) launch, it measures what the split and its reduction launch gain there."""
+    if m > 16:
+        return {}
+    variant = launched_variant(operands, m)
+    kernel = qm.GEMM_A8W4.name if operands == "a8w4" else qm.GEMM.name
+
+    def unsplit(x):
+        config = pick_config(kernel, _backend.target_for(x["x1"].device), variant.label, m=m, k=k, n=n)
+        with override_config(kernel, {**config, "SPLIT_K": 1}):
+            return run(x)
+    return {"unsplit": unsplit}
+
+
 def _case(m, k, n, fmt, layer=""):
+    def run(x):
+        return ak.quant_matmul(x["x1"], x["x2"], x["scale"], bias=x["bias"], output_dtype=torch.float16)
     return BenchCase(
         op="quant_matmul", shape=f"{layer}m={m} k={k} n={n} {fmt} fp16-out",
-        setup=_setup(m, k, n, fmt),
-        run=lambda x: ak.quant_matmul(x["x1"], x["x2"], x["scale"], bias=x["bias"], output_dtype=torch.float16),
+        setup=_setup(m, k, n, fmt), run=run,
         reference=lambda x: ref.quant_matmul(x["x1"], x["x2"], x["scale"], bias=x["bias"],
                                              output_dtype=torch.float16),
         min_bytes=lambda x, out: minimum_bytes([x["x1"], x["x2"], x["scale"], x["bias"]], out),
         flops=lambda x: 2 * m * k * n,
         modelled=_modelled(m, k, n, fmt),
-        baselines={"int_mm+dequant": _int_mm_then_dequant},
+        baselines={"int_mm+dequant": _int_mm_then_dequant, **_unsplit(run, "i8-nd" if fmt == "int8" else "i4-k",
+                                                                      m, k, n)},
         schedule=_schedule(m, k, n, fmt),
         quick=not layer and (m, k, n, fmt) in QUICK)
 
@@ -149,6 +168,7 @@ def _a8w4_case(m, k, n, g, quick):
                                              torch.float16, group_k=g),
         min_bytes=lambda x, out: minimum_bytes([x["x1"], x["x2"], x["scale"], x["offset"], x["pertoken"]], out),
         flops=lambda x: 2 * m * k * n,
+        baselines=_unsplit(run, "a8w4", m, k, n),
         schedule=_a8w4_schedule(m, k, n, g),
         quick=quick)
 
