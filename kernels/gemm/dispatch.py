@@ -20,11 +20,9 @@ from . import split_k
 from .formats import SPARSE_CHUNK, BFormat
 from .plan import GemmPlan, operands
 from .specs import GEMM, GEMM_A8W4, GEMM_REDUCE
-from .formats import ScaleMode
-from .variants import SPLIT_EPILOGUE, SPLIT_POINTERS, GemmVariant, launch_variants, reduce_variant_for
+from .variants import SPLIT_EPILOGUE, SPLIT_POINTERS, GemmVariant, launch_variants, reduce_variant, reduce_variant_for
 
 
-_GROUPED = {"SCALE_MODE": int(ScaleMode.I64_GROUP), "BIAS_MODE": 0, "REQUANT": False}  # A8W4's epilogue modes
 # (operands, decode) -> the variant whose config a launch takes, per kernel
 _LAUNCHED = {spec.name: launch_variants(spec.variants) for spec in (GEMM, GEMM_A8W4)}
 
@@ -109,10 +107,8 @@ def launch(op: str, plan: GemmPlan, x1: torch.Tensor, x2: torch.Tensor, scale: O
     meta.pop("SPLIT_K", None)
     split = n_splits > 1
     ws = out
-    if split:
+    if split:  # split_k.plan kept it under MAX_WORKSPACE_BYTES, so the kernels' int32 offsets into it hold
         slots = split_k.workspace_slots(n_splits, k, plan.group_k)
-        if slots * n_batch * m * n >= 2**31:
-            raise ValueError(f"{op}: the split-K workspace would hold {slots * n_batch * m * n} int32 (>= 2**31)")
         ws = torch.empty(slots * n_batch * m * n, dtype=torch.int32, device=device)
     n_items = n_batch * -(-m // meta["BLOCK_M"]) * -(-n // meta["BLOCK_N"]) * n_splits
     sizes = [1] * (4 - len(batch)) + list(batch)
@@ -191,10 +187,9 @@ def gemm_schedule(variant: GemmVariant, m: int, n: int, k: int, n_batch: int, co
              "unsplit_bytes": int(moved), "unsplit_cores_busy": split_k.cores_busy(tiles, units, 1, cores)}
     if n_splits > 1:
         partials = split_k.workspace_slots(n_splits, k, group_k) * 4 * n_batch * m * n
-        _, r_tiles = reduce_config({**variant.constexprs, **(_GROUPED if group_k else {})}, target, m, k, n, n_batch)
-        vector = target.programs(False)
+        _, r_tiles = reduce_config(reduce_variant(variant).constexprs, target, m, k, n, n_batch)
         moved += 2 * partials
         sched.update(reduce_bytes=int(partials + epilogue),
-                     reduce_cores_busy=r_tiles / (vector * -(-r_tiles // vector)))
+                     reduce_cores_busy=split_k.cores_busy(r_tiles, 1, 1, target.programs(False)))
     sched["bytes"] = int(moved)
     return sched

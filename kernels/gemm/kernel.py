@@ -19,7 +19,7 @@ from .loaders import _load_a_tile, _load_b_tile, _load_int4_n_rows, _nibble
 @triton.jit
 def _store_partial(ws_ptr, acc, slot, b, rm, rn, M, N, n_batch):
     """Store an int32 (BLOCK_M, BLOCK_N) partial into workspace slot ``slot`` of batch ``b``: the workspace is
-    (slots, n_batch, M, N) int32, the layout ``kernel_reduce`` reads (under 2**31 elements: the launcher checks)."""
+    (slots, n_batch, M, N) int32, the layout ``kernel_reduce`` reads (under 2**31 elements: split_k.plan caps it)."""
     base = ws_ptr + (slot * n_batch + b) * M * N
     tl.store(base + rm[:, None] * N + rn[None, :], acc, mask=(rm < M)[:, None] & (rn < N)[None, :])
 

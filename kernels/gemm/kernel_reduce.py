@@ -37,7 +37,7 @@ def _split_reduce_kernel(ws_ptr, out_ptr, scale_ptr, offset_ptr, pertoken_ptr, b
         n_mask = rn < N
         mask = (rm < M)[:, None] & n_mask[None, :]
         offs = b * M * N + rm[:, None] * N + rn[None, :]
-        slot_size = n_batch * M * N  # the launcher keeps the whole workspace under 2**31 elements
+        slot_size = n_batch * M * N  # split_k.plan caps the whole workspace (MAX_WORKSPACE_BYTES): int32 offsets
         out_base = out_ptr + b.to(tl.int64) * M * N
         if SCALE_MODE == SCALE_I64_GROUP:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

@@ -92,9 +92,8 @@ def a8w4_variant(label, out, decode, split=False, group_k=256) -> GemmVariant:
 
 
 def reduce_variant(gemm: GemmVariant) -> GemmVariant:
-    """The split-K reduction of ``gemm``'s launches: its epilogue's constexprs and pointer types; labelled by
-    ``gemm``, a prefill variant (a launch picks the reduction's config by its operands, the launched prefill
-    variants' labels)."""
+    """The split-K reduction of ``gemm``'s launches: its epilogue's constexprs (A8W4's: I64_GROUP scales, no bias,
+    no requant) and pointer types, labelled like ``gemm`` (a launch finds it by constexprs: ``reduce_variant_for``)."""
     c = gemm.constexprs
     grouped = gemm.grouped
     types = {"ws_ptr": "*i32", **{p: gemm.types[p] for p in ("out_ptr", "scale_ptr", "offset_ptr", "pertoken_ptr")},

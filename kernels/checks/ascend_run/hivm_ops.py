@@ -321,14 +321,13 @@ def _bitcast(indent: str, line: str, uid: int) -> list:
     _, res, src, src_ty, dst_ty = m.groups()
     sdims, selem, _, _ = parse_memref(src_ty)
     ddims, delem, _, _ = parse_memref(dst_ty)
-    if sdims != ddims or any(not isinstance(d, int) for d in ddims) or _BITS.get(selem) != _BITS.get(delem):
+    if sdims != ddims or any(not isinstance(d, int) for d in ddims) or _ELEM_BITS.get(selem) != _ELEM_BITS.get(delem):
         raise Unsupported(f"bitcast form: {line.strip()}")
     return [f"{indent}{res} = memref.alloc() : {dst_ty}",
             *_generic(indent, uid, [(src, src_ty)], res, dst_ty, [f"%r = arith.bitcast %a : {selem} to {delem}"],
                       False, line)]
 
 
-_BITS = {"i8": 8, "i16": 16, "f16": 16, "bf16": 16, "i32": 32, "f32": 32, "i64": 64, "f64": 64}
 EXPANSIONS["hivm.hir.bitcast"] = _bitcast
 EXPANSIONS["hivm.hir.copy"] = _copy
 EXPANSIONS["hivm.hir.varange"] = _varange
